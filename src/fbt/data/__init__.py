@@ -1,0 +1,32 @@
+"""Data for both tasks: byte corpora, the code-execution generator and loader, and segment streams.
+
+Every loader returns aligned int64 inputs (N,) and targets (N,); `SegmentStream` batches them.
+"""
+
+# Defined before the submodule imports: they import it from here.
+SPLITS = ("train", "valid", "test")
+
+from fbt.data.code_exec import (
+    IGNORE_INDEX,
+    TOKEN_TO_ID,
+    VARIABLE_NAMES,
+    VOCAB,
+    generate_dataset,
+    generate_program,
+    load_code_exec_split,
+)
+from fbt.data.streams import SegmentStream
+from fbt.data.text import load_text_split
+
+__all__ = [
+    "IGNORE_INDEX",
+    "SPLITS",
+    "TOKEN_TO_ID",
+    "VARIABLE_NAMES",
+    "VOCAB",
+    "SegmentStream",
+    "generate_dataset",
+    "generate_program",
+    "load_code_exec_split",
+    "load_text_split",
+]

@@ -1,0 +1,85 @@
+"""Batching for truncated BPTT, as in the paper: B parallel contiguous streams read T tokens at a time.
+
+The token stream (N,) is cut into B streams of L = N // B consecutive tokens (the last N - B*L are dropped);
+segment i holds columns [i*T, (i+1)*T) of every stream, so segment i+1 continues segment i row by row and a
+model can carry its state (memory, cache) from one segment to the next. The last segment of a pass is
+shorter when T does not divide L.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from fbt.errors import FbtError
+
+
+class SegmentStream:
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch: int, segment: int):
+        if inputs.dim() != 1 or inputs.shape != targets.shape:
+            raise FbtError(
+                f"inputs and targets must be 1-D and of equal length, got {tuple(inputs.shape)} and {tuple(targets.shape)}"
+            )
+        if batch < 1 or segment < 1:
+            raise FbtError(
+                f"batch and segment length must be at least 1, got batch {batch} and segment {segment}"
+            )
+        length = inputs.numel() // batch
+        # One token per stream is enough: inputs and targets are already paired.
+        if length < 1:
+            raise FbtError(f"{inputs.numel()} tokens cannot fill {batch} streams; use a smaller batch")
+        self.batch, self.segment, self.length = batch, segment, length
+        self.inputs = inputs[: batch * length].reshape(batch, length)  # (B, L), row b = tokens [b*L, (b+1)*L)
+        self.targets = targets[: batch * length].reshape(batch, length)  # (B, L)
+        self.position = 0  # index of the next segment within the current pass
+        self.epoch = 0  # passes completed by next_segment
+
+    def segments_per_pass(self) -> int:
+        return -(-self.length // self.segment)
+
+    def _segment(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = index * self.segment
+        columns = slice(start, start + self.segment)
+        return self.inputs[:, columns].contiguous(), self.targets[:, columns].contiguous()  # (B, <=T) each
+
+    def next_segment(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Inputs (B, <=T), targets (B, <=T) and whether this segment starts a pass (reset the model state).
+        After the last segment of a pass the next call starts over from the beginning."""
+        index = self.position
+        inputs, targets = self._segment(index)
+        self.position += 1
+        if self.position == self.segments_per_pass():
+            self.position = 0
+            self.epoch += 1
+        return inputs, targets, index == 0
+
+    def iterate_once(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every segment of one pass from the start (for evaluation); leaves the training position alone."""
+        for index in range(self.segments_per_pass()):
+            yield self._segment(index)
+
+    def state_dict(self) -> dict[str, int]:
+        """The position, JSON-serialisable, with the shape it refers to so a mismatched resume is caught."""
+        return {
+            "position": self.position,
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "segment": self.segment,
+            "stream_length": self.length,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        try:
+            shape = (int(state["batch"]), int(state["segment"]), int(state["stream_length"]))
+            position, epoch = int(state["position"]), int(state["epoch"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise FbtError(f"invalid data position {state!r}: {error}") from None
+        if shape != (self.batch, self.segment, self.length):
+            raise FbtError(
+                f"the saved data position is for batch {shape[0]}, segment {shape[1]}, streams of {shape[2]} tokens, "
+                f"but the data now gives batch {self.batch}, segment {self.segment}, streams of {self.length} tokens"
+            )
+        if not 0 <= position < self.segments_per_pass() or epoch < 0:
+            raise FbtError(f"invalid data position {state!r}")
+        self.position, self.epoch = position, epoch

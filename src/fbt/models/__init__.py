@@ -1,0 +1,36 @@
+"""Model families behind one interface: `logits, state = model(tokens, state=None)`.
+
+`tokens` is (B, T) int64, `logits` (B, T, V). `state` is whatever the model carries between segments
+(None starts a fresh stream); models return it detached, so it serves truncated backpropagation through
+time in training and is the cache for incremental decoding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fbt.models.config import MEMORY_SOURCES, MODEL_NAMES, ModelConfig
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    from fbt.models.feedback import FeedbackTransformer
+    from fbt.models.gpt import GPT
+    from fbt.models.lstm import LSTMLanguageModel
+    from fbt.models.transformer_xl import TransformerXL
+
+    families = {
+        "feedback": FeedbackTransformer,
+        "transformer-xl": TransformerXL,
+        "gpt": GPT,
+        "lstm": LSTMLanguageModel,
+    }
+    return families[config.model](config)
+
+
+def state_nbytes(state: dict[str, torch.Tensor] | None) -> int:
+    """Bytes held by the tensors of a carried state (None: a fresh stream holds nothing)."""
+    return 0 if state is None else sum(t.numel() * t.element_size() for t in state.values())
+
+
+__all__ = ["MEMORY_SOURCES", "MODEL_NAMES", "ModelConfig", "build_model", "state_nbytes"]

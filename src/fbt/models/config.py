@@ -1,0 +1,61 @@
+"""One configuration dataclass for every model family, validated, stored as JSON beside the weights."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from fbt.errors import FbtError
+
+MODEL_NAMES = ("feedback", "transformer-xl", "gpt", "lstm")
+MEMORY_SOURCES = ("all", "top", "layer")
+
+
+@dataclass
+class ModelConfig:
+    model: str = "feedback"  # one of MODEL_NAMES
+    vocab_size: int = 256  # number of token ids; bytes use 256
+    dim: int = 256  # residual width D
+    layers: int = 4  # number of blocks L
+    heads: int = 4  # attention heads; dim must be divisible by heads
+    ff: int = 1024  # hidden width of the feed-forward block
+    span: int = 100  # feedback / transformer-xl: how many past positions a step may attend to
+    context: int = 256  # gpt: fixed context window (absolute positions)
+    dropout: float = 0.0  # on attention probabilities and the feed-forward hidden layer
+    shared_kv: bool = True  # feedback: one K/V projection of the memory for all layers (else one per layer)
+    memory: str = "all"  # feedback: memory from "all" layers (learned softmax mix), the "top" layer, or one "layer"
+    memory_layer: int = 0  # feedback with memory="layer": 0 is the embedding, L the top output
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise FbtError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+        for name in ("vocab_size", "dim", "layers", "heads", "ff", "span", "context"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise FbtError(f"{name} must be a positive integer, got {value!r}")
+        if self.dim % self.heads:
+            raise FbtError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise FbtError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.memory not in MEMORY_SOURCES:
+            raise FbtError(f"unknown memory source {self.memory!r}; choose one of {', '.join(MEMORY_SOURCES)}")
+        if not 0 <= self.memory_layer <= self.layers:
+            raise FbtError(f"memory_layer must be in 0..{self.layers}, got {self.memory_layer}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FbtError(f"unknown model config keys: {', '.join(unknown)}")
+        return cls(**data)

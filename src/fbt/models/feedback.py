@@ -1,0 +1,144 @@
+"""Feedback Transformer (Fan, Lavril, Grave, Joulin, Sukhbaatar, arXiv 2002.09402).
+
+Every layer at step t attends to one shared stream of memories m_{t-S} .. m_{t-1}, where
+m_t = sum_l softmax(w)_l x_t^l mixes the embedding (l = 0) and every layer's output (l = 1..L).
+The current step is never a key: its memory exists only once all layers have run, so the model runs
+token by token inside a segment. Relative positions are learned key embeddings shared by all layers:
+score_j = (q . k_j + q . p_{t-j}) / sqrt(head_dim).
+
+Shapes: B batch, T time (segment), D width, L layers, H heads, E head width (D / H), S span,
+n number of visible memories (n <= S), V vocabulary.
+
+State: a dict with the stream's last n <= S memories, "memory" (B, n, D), and their "keys" and "values",
+(B, n, D) with shared K/V or (L, B, n, D) with per-layer K/V. Keys/values were computed with the weights of
+the forward that produced them: a training forward recomputes them from the memory, because the weights
+have moved since; an evaluation forward reuses them, which makes decoding cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fbt.models.config import ModelConfig
+from fbt.models.layers import FeedForward, init_weights
+
+
+class FeedbackLayer(nn.Module):
+    """Pre-norm block whose attention reads the shared memory instead of its own layer's states."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        D = config.dim
+        self.heads = config.heads
+        self.norm_attn = nn.LayerNorm(D)
+        self.query = nn.Linear(D, D, bias=False)
+        self.out = nn.Linear(D, D, bias=False)
+        self.norm_ff = nn.LayerNorm(D)
+        self.ff = FeedForward(D, config.ff, config.dropout)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        if not config.shared_kv:
+            # The released enwik8 run projects the shared memory separately for each layer.
+            self.key = nn.Linear(D, D, bias=False)
+            self.value = nn.Linear(D, D, bias=False)
+
+    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos_keys: torch.Tensor):
+        """One step: x (B, D); keys, values (B, H, n, E) of the visible memories; pos_keys (E, n)."""
+        B, D = x.shape
+        if keys.shape[2] > 0:  # with no memory yet the attention output is zero
+            q = self.query(self.norm_attn(x)).view(B, self.heads, 1, D // self.heads)  # (B, H, 1, E)
+            scores = q @ keys.transpose(2, 3) + q @ pos_keys  # (B, H, 1, n)
+            probs = self.attn_dropout(torch.softmax(scores / math.sqrt(q.shape[-1]), dim=-1))
+            x = x + self.out((probs @ values).reshape(B, D))
+        return x + self.ff(self.norm_ff(x))
+
+
+class FeedbackTransformer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        D, E, S = config.dim, config.head_dim, config.span
+        self.embed = nn.Embedding(config.vocab_size, D)
+        self.layers = nn.ModuleList(FeedbackLayer(config) for _ in range(config.layers))
+        if config.shared_kv:
+            self.key = nn.Linear(D, D, bias=False)
+            self.value = nn.Linear(D, D, bias=False)
+        # Column i is the key of relative distance S - i, so the n most recent memories use the last n columns.
+        self.pos_keys = nn.Parameter(torch.zeros(E, S))
+        if config.memory == "all":
+            # One scalar per layer including the embedding; zeros make the initial mix uniform.
+            self.memory_weights = nn.Parameter(torch.zeros(config.layers + 1))
+        self.norm_out = nn.LayerNorm(D)
+        self.head = nn.Linear(D, config.vocab_size, bias=False)
+        init_weights(self, config.layers)
+        nn.init.normal_(self.pos_keys, std=0.02)
+
+    # ---- pieces that run once per segment, in parallel over time ----
+
+    def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of memories (B, n, D): (B, n, D) shared, or (L, B, n, D) per layer."""
+        if self.config.shared_kv:
+            return self.key(memory), self.value(memory)
+        keys = torch.stack([layer.key(memory) for layer in self.layers])
+        values = torch.stack([layer.value(memory) for layer in self.layers])
+        return keys, values
+
+    def mix_memory(self, states: list[torch.Tensor]) -> torch.Tensor:
+        """m_t from the L + 1 states [x^0 .. x^L] of one step, each (B, D)."""
+        source = self.config.memory
+        if source == "top":
+            return states[-1]
+        if source == "layer":
+            return states[self.config.memory_layer]
+        weights = torch.softmax(self.memory_weights, dim=0)  # (L + 1,)
+        return torch.einsum("l,lbd->bd", weights, torch.stack(states))
+
+    def start_state(self, state: dict | None, batch: int, like: torch.Tensor) -> dict:
+        """The carried state with keys/values valid for the current weights."""
+        if state is None:
+            memory = like.new_zeros(batch, 0, self.config.dim)
+        else:
+            memory = state["memory"]
+            if memory.shape[0] != batch:
+                raise ValueError(f"state batch {memory.shape[0]} differs from input batch {batch}")
+            if not self.training:
+                return state
+        keys, values = self.project_memory(memory)
+        return {"memory": memory, "keys": keys, "values": values}
+
+    # ---- the recurrence ----
+
+    def forward(self, tokens: torch.Tensor, state: dict | None = None):
+        B, T = tokens.shape
+        cfg = self.config
+        H, E, S = cfg.heads, cfg.head_dim, cfg.span
+        embedded = self.embed(tokens)  # (B, T, D)
+        start = self.start_state(state, B, embedded)
+        # Windows of the visible keys/values in head layout (..., B, H, n, E); carried ones first.
+        window_k = start["keys"].unflatten(-1, (H, E)).transpose(-2, -3)
+        window_v = start["values"].unflatten(-1, (H, E)).transpose(-2, -3)
+        memories, tops = [], []
+        for t in range(T):
+            n = window_k.shape[-2]
+            pos = self.pos_keys[:, S - n :]  # (E, n)
+            x = embedded[:, t]
+            states = [x]
+            for index, layer in enumerate(self.layers):
+                layer_k = window_k if cfg.shared_kv else window_k[index]
+                layer_v = window_v if cfg.shared_kv else window_v[index]
+                x = layer(x, layer_k, layer_v, pos)
+                states.append(x)
+            memory = self.mix_memory(states)  # (B, D)
+            k, v = self.project_memory(memory.unsqueeze(1))  # (..., B, 1, D)
+            keep = max(0, n - S + 1)  # drop the oldest memory once S are visible
+            window_k = torch.cat([window_k[..., keep:, :], k.unflatten(-1, (H, E)).transpose(-2, -3)], dim=-2)
+            window_v = torch.cat([window_v[..., keep:, :], v.unflatten(-1, (H, E)).transpose(-2, -3)], dim=-2)
+            memories.append(memory)
+            tops.append(x)
+        logits = self.head(self.norm_out(torch.stack(tops, dim=1)))  # (B, T, V)
+        memory = torch.cat([start["memory"], torch.stack(memories, dim=1)], dim=1)[:, -S:]
+        keys = window_k.transpose(-2, -3).flatten(-2)  # (..., B, n, D)
+        values = window_v.transpose(-2, -3).flatten(-2)
+        return logits, {"memory": memory.detach(), "keys": keys.detach(), "values": values.detach()}

@@ -1,0 +1,39 @@
+"""LSTM language model: the recurrent baseline.
+
+Hochreiter & Schmidhuber, "Long Short-Term Memory" (Neural Computation, 1997); stacked as in
+Zaremba et al., "Recurrent Neural Network Regularization" (arXiv 1409.2329), with dropout between layers.
+
+Shapes: B batch, T time, D width (embedding and hidden size), L layers, V vocabulary.
+
+State: a dict with the hidden and cell states after the last token, "h" and "c", each (L, B, D).
+`ff`, `heads`, `span` and `context` of the config are unused. The LSTM keeps PyTorch's default init;
+the embedding and the head get normal(0, 0.02) like the other models.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fbt.models.config import ModelConfig
+from fbt.models.layers import init_weights
+
+
+class LSTMLanguageModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        D = config.dim
+        self.embed = nn.Embedding(config.vocab_size, D)
+        # nn.LSTM applies dropout to the outputs of every layer but the last.
+        dropout = config.dropout if config.layers > 1 else 0.0
+        self.lstm = nn.LSTM(D, D, config.layers, dropout=dropout, batch_first=True)
+        self.head = nn.Linear(D, config.vocab_size, bias=False)
+        init_weights(self, config.layers)
+
+    def forward(self, tokens: torch.Tensor, state: dict | None = None) -> tuple[torch.Tensor, dict]:
+        carried = None if state is None else (state["h"], state["c"])
+        if carried is not None and carried[0].shape[1] != tokens.shape[0]:
+            raise ValueError(f"state batch {carried[0].shape[1]} differs from input batch {tokens.shape[0]}")
+        x, (h, c) = self.lstm(self.embed(tokens), carried)  # (B, T, D); h, c (L, B, D)
+        return self.head(x), {"h": h.detach(), "c": c.detach()}

@@ -1,0 +1,150 @@
+"""Transformer with a Transformer-XL cache: the baseline of the Feedback Transformer paper.
+
+Dai et al., "Transformer-XL: Attentive Language Models Beyond a Fixed-Length Context" (arXiv 1901.02860),
+as used by Fan et al., "Addressing Some Limitations of Transformers with Feedback Memory" (arXiv 2002.09402).
+
+Layer l attends to its own layer's inputs x^l: those of the previous S tokens (carried, detached, from earlier
+segments) and those of the causal current segment, all in parallel. A query at position t sees keys at
+distances 0..S (itself and at most S earlier tokens), so the output is the same however a stream is cut into
+segments. Positions are relative, as in the feedback model: learned key embeddings p of shape (E, S + 1)
+shared by all layers, score_tj = (q_t . k_j + q_t . p_{t-j}) / sqrt(E); there are no absolute positions.
+
+Shapes: B batch, T time (segment), D width, L layers, H heads, E head width (D / H), S span,
+n number of carried positions (n <= S), K = n + T keys per query row, V vocabulary.
+
+State: a dict with, for the last n <= S tokens of the stream, every layer's raw input "hidden" (L, B, n, D)
+and the keys and values computed from it, "keys" and "values" (L, B, H, n, E). As in Transformer-XL the
+hidden states are what is carried: a training forward recomputes keys/values from them with the current
+weights (the weights moved since they were cached); an evaluation forward reuses the cached keys/values,
+so decoding a token costs one row of projections per layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from fbt.models.config import ModelConfig
+from fbt.models.layers import FeedForward, init_weights
+
+
+class XLLayer(nn.Module):
+    """Pre-norm block attending to [cached inputs of this layer; causal current segment]."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        D = config.dim
+        self.heads = config.heads
+        self.norm_attn = nn.LayerNorm(D)
+        self.query = nn.Linear(D, D, bias=False)
+        self.key = nn.Linear(D, D, bias=False)
+        self.value = nn.Linear(D, D, bias=False)
+        self.out = nn.Linear(D, D, bias=False)
+        self.norm_ff = nn.LayerNorm(D)
+        self.ff = FeedForward(D, config.ff, config.dropout)
+        self.attn_dropout = nn.Dropout(config.dropout)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        return x.view(B, T, self.heads, D // self.heads).transpose(1, 2)  # (B, H, T, E)
+
+    def project(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, H, n, E) of layer inputs (B, n, D)."""
+        normed = self.norm_attn(hidden)
+        return self.split_heads(self.key(normed)), self.split_heads(self.value(normed))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        past_keys: torch.Tensor,
+        past_values: torch.Tensor,
+        pos_keys: torch.Tensor,
+        rel_index: torch.Tensor,
+        masked: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, D); past keys/values (B, H, n, E); rel_index, masked (T, K) from `attention_layout`.
+
+        Returns the layer output (B, T, D) and the keys/values of [cache; segment], (B, H, K, E).
+        """
+        B, T, D = x.shape
+        normed = self.norm_attn(x)
+        q = self.split_heads(self.query(normed))  # (B, H, T, E)
+        keys = torch.cat([past_keys, self.split_heads(self.key(normed))], dim=2)  # (B, H, K, E)
+        values = torch.cat([past_values, self.split_heads(self.value(normed))], dim=2)
+        content = q @ keys.transpose(2, 3)  # (B, H, T, K)
+        # q . p for every distance 0..S, then each (query, key) pair picks the column of its distance.
+        position = (q @ pos_keys).gather(-1, rel_index.expand(B, self.heads, -1, -1))  # (B, H, T, K)
+        scores = (content + position) / math.sqrt(q.shape[-1])
+        scores = scores.masked_fill(masked, float("-inf"))  # every row keeps at least its own key
+        probs = self.attn_dropout(torch.softmax(scores, dim=-1))
+        x = x + self.out((probs @ values).transpose(1, 2).reshape(B, T, D))
+        return x + self.ff(self.norm_ff(x)), keys, values
+
+
+def attention_layout(n: int, T: int, S: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For T queries over K = n + T keys: the pos_keys column of each pair and which pairs are masked.
+
+    Query t sits at position n + t of [cache; segment]; key j is at distance d = n + t - j, visible when
+    0 <= d <= S. Column S - d of pos_keys holds distance d (the feedback model's convention).
+    """
+    queries = n + torch.arange(T, device=device)
+    distance = queries[:, None] - torch.arange(n + T, device=device)[None, :]  # (T, K)
+    masked = (distance < 0) | (distance > S)
+    return (S - distance).clamp(0, S), masked
+
+
+class TransformerXL(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        D, E, S = config.dim, config.head_dim, config.span
+        self.embed = nn.Embedding(config.vocab_size, D)
+        self.layers = nn.ModuleList(XLLayer(config) for _ in range(config.layers))
+        # S + 1 columns: unlike the feedback model, a query also sees its own token (distance 0).
+        self.pos_keys = nn.Parameter(torch.zeros(E, S + 1))
+        self.norm_out = nn.LayerNorm(D)
+        self.head = nn.Linear(D, config.vocab_size, bias=False)
+        init_weights(self, config.layers)
+        nn.init.normal_(self.pos_keys, std=0.02)
+
+    def start_state(self, state: dict | None, batch: int, like: torch.Tensor) -> dict:
+        """The carried state with keys/values valid for the current weights."""
+        cfg = self.config
+        if state is None:
+            hidden = like.new_zeros(cfg.layers, batch, 0, cfg.dim)
+        else:
+            hidden = state["hidden"]
+            if hidden.shape[1] != batch:
+                raise ValueError(f"state batch {hidden.shape[1]} differs from input batch {batch}")
+            if not self.training:
+                return state
+        projected = [layer.project(h) for layer, h in zip(self.layers, hidden)]
+        keys = torch.stack([k for k, _ in projected])  # (L, B, H, n, E)
+        values = torch.stack([v for _, v in projected])
+        return {"hidden": hidden, "keys": keys, "values": values}
+
+    def forward(self, tokens: torch.Tensor, state: dict | None = None) -> tuple[torch.Tensor, dict]:
+        B, T = tokens.shape
+        S = self.config.span
+        x = self.embed(tokens)  # (B, T, D)
+        start = self.start_state(state, B, x)
+        n = start["hidden"].shape[2]
+        # One layout for all layers: every layer sees the same positions.
+        rel_index, masked = attention_layout(n, T, S, tokens.device)
+        hidden, keys, values = [], [], []
+        for index, layer in enumerate(self.layers):
+            # Keep the last S inputs of this layer (cache first, then the segment) for the next forward.
+            hidden.append(torch.cat([start["hidden"][index], x], dim=1)[:, -S:])
+            past_k, past_v = start["keys"][index], start["values"][index]
+            x, layer_k, layer_v = layer(x, past_k, past_v, self.pos_keys, rel_index, masked)
+            keys.append(layer_k[:, :, -S:])
+            values.append(layer_v[:, :, -S:])
+        logits = self.head(self.norm_out(x))  # (B, T, V)
+        state = {
+            "hidden": torch.stack(hidden).detach(),  # (L, B, n', D), n' = min(S, n + T)
+            "keys": torch.stack(keys).detach(),  # (L, B, H, n', E)
+            "values": torch.stack(values).detach(),
+        }
+        return logits, state

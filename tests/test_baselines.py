@@ -1,0 +1,214 @@
+"""Parity tests for the baselines: Transformer-XL, GPT and the LSTM.
+
+Every model must give the same logits token by token with its state as in one forward, the same over
+segments with carried state as over one long segment, never let a future token change an earlier logit,
+return a detached state, and pass gradients to every parameter. Transformer-XL is also checked against a
+naive per-query reference, and GPT past its context against nanoGPT's crop-the-window decoding.
+Equality tests run in float64 with dropout off (atol 1e-10).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fbt.errors import FbtError
+from fbt.models import state_nbytes
+from fbt.models.config import ModelConfig
+from fbt.models.gpt import GPT
+from fbt.models.lstm import LSTMLanguageModel
+from fbt.models.transformer_xl import TransformerXL
+
+FAMILIES = {"transformer-xl": TransformerXL, "gpt": GPT, "lstm": LSTMLanguageModel}
+TINY = {"vocab_size": 11, "dim": 16, "layers": 2, "heads": 2, "ff": 32, "span": 5, "context": 16}
+ATOL = 1e-10
+
+
+def make(name: str, **overrides) -> torch.nn.Module:
+    """A tiny float64 model in eval mode, initialised from a fixed seed."""
+    torch.manual_seed(0)
+    config = ModelConfig(model=name, **{**TINY, **overrides})
+    return FAMILIES[name](config).double().eval()
+
+
+def random_tokens(batch: int, length: int, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, TINY["vocab_size"], (batch, length), generator=generator)
+
+
+def run_segments(model: torch.nn.Module, tokens: torch.Tensor, lengths: list[int]):
+    """Logits (B, T, V) of `tokens` fed as consecutive segments of the given lengths, state carried."""
+    assert sum(lengths) == tokens.shape[1]
+    state, logits, start = None, [], 0
+    for length in lengths:
+        segment_logits, state = model(tokens[:, start : start + length], state)
+        logits.append(segment_logits)
+        start += length
+    return torch.cat(logits, dim=1), state
+
+
+# ---- properties every model shares ----
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_token_by_token_matches_one_forward(name):
+    model = make(name)
+    tokens = random_tokens(2, 12)  # longer than the XL span (5), within the GPT context (16)
+    with torch.no_grad():
+        full, _ = model(tokens)
+        stepped, _ = run_segments(model, tokens, [1] * 12)
+    torch.testing.assert_close(stepped, full, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_carried_state_matches_one_long_segment(name):
+    model = make(name)
+    tokens = random_tokens(2, 14)
+    with torch.no_grad():
+        full, _ = model(tokens)
+        # Segments shorter and longer than the XL span; 14 tokens fit in the GPT context.
+        split, _ = run_segments(model, tokens, [3, 7, 2, 2])
+    torch.testing.assert_close(split, full, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_future_tokens_do_not_change_earlier_logits(name):
+    model = make(name)
+    tokens = random_tokens(2, 12)
+    changed = tokens.clone()
+    changed[:, 7] = (changed[:, 7] + 1) % TINY["vocab_size"]
+    with torch.no_grad():
+        before, _ = model(tokens)
+        after, _ = model(changed)
+    torch.testing.assert_close(after[:, :7], before[:, :7], atol=0, rtol=0)
+    assert not torch.allclose(after[:, 7:], before[:, 7:])  # the change is seen from position 7 on
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_state_is_detached(name):
+    model = make(name).train()
+    tokens = random_tokens(2, 12)
+    _, state = run_segments(model, tokens, [6, 6])
+    for key, value in state.items():
+        assert not value.requires_grad and value.grad_fn is None, key
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_gradients_reach_every_parameter(name):
+    model = make(name, dropout=0.1).train()
+    tokens = random_tokens(2, 12)
+    _, state = model(tokens[:, :4])
+    logits, _ = model(tokens[:, 4:], state)  # a segment that reads a carried state
+    targets = random_tokens(2, 8, seed=2)
+    F.cross_entropy(logits.flatten(0, 1), targets.flatten()).backward()
+    for key, parameter in model.named_parameters():
+        assert parameter.grad is not None, key
+        assert torch.isfinite(parameter.grad).all(), key
+        assert parameter.grad.abs().sum() > 0, key
+
+
+def test_feedback_cache_is_one_layer_th_of_the_transformer_xl_cache():
+    # Same width and span; feedback shares one memory (and its K/V) across layers, XL caches every layer.
+    from fbt.models import build_model
+
+    sizes = dict(vocab_size=11, dim=16, layers=4, heads=2, ff=32, span=5)
+    tokens = random_tokens(2, 12)
+    _, feedback_state = build_model(ModelConfig(model="feedback", **sizes)).eval()(tokens)
+    _, xl_state = build_model(ModelConfig(model="transformer-xl", **sizes)).eval()(tokens)
+    assert state_nbytes(None) == 0
+    assert state_nbytes(xl_state) == 4 * state_nbytes(feedback_state) > 0
+
+
+# ---- Transformer-XL ----
+
+
+def naive_xl(model: TransformerXL, tokens: torch.Tensor) -> torch.Tensor:
+    """Logits of a fresh stream, one query and one head at a time, over the last S + 1 inputs of its layer."""
+    S, H, E = model.config.span, model.config.heads, model.config.head_dim
+    T = tokens.shape[1]
+    x = model.embed(tokens)  # (B, T, D)
+    for layer in model.layers:
+        normed = layer.norm_attn(x)
+        q, k, v = layer.query(normed), layer.key(normed), layer.value(normed)
+        attended = torch.zeros_like(x)
+        for t in range(T):
+            visible = range(max(0, t - S), t + 1)
+            for h in range(H):
+                cols = slice(h * E, (h + 1) * E)
+                # Distance d = t - j uses column S - d of pos_keys.
+                keys = [k[:, j, cols] + model.pos_keys[:, S - (t - j)] for j in visible]
+                scores = torch.stack([(q[:, t, cols] * key).sum(-1) for key in keys], dim=-1)  # (B, visible)
+                scores = scores / math.sqrt(E)
+                probs = torch.softmax(scores, dim=-1)
+                attended[:, t, cols] = sum(probs[:, i, None] * v[:, j, cols] for i, j in enumerate(visible))
+        x = x + layer.out(attended)
+        x = x + layer.ff(layer.norm_ff(x))
+    return model.head(model.norm_out(x))
+
+
+def test_transformer_xl_matches_naive_reference():
+    model = make("transformer-xl")
+    with torch.no_grad():
+        model.pos_keys.normal_()  # make positions matter, so a wrong distance shows
+    tokens = random_tokens(2, 14)
+    with torch.no_grad():
+        reference = naive_xl(model, tokens)
+        full, _ = model(tokens)
+        split, _ = run_segments(model, tokens, [4, 1, 6, 3])
+    torch.testing.assert_close(full, reference, atol=ATOL, rtol=0)
+    torch.testing.assert_close(split, reference, atol=ATOL, rtol=0)
+
+
+def test_transformer_xl_training_recomputes_cached_keys():
+    """Training rebuilds keys/values from the cached hidden states; with the same weights nothing changes."""
+    model = make("transformer-xl")
+    tokens = random_tokens(2, 12)
+    with torch.no_grad():
+        reused, _ = run_segments(model, tokens, [5, 7])
+        model.train()  # dropout is 0: only the cache path differs
+        recomputed, _ = run_segments(model, tokens, [5, 7])
+    torch.testing.assert_close(recomputed, reused, atol=ATOL, rtol=0)
+
+
+def test_transformer_xl_state_holds_the_last_span_positions():
+    model = make("transformer-xl")
+    cfg = model.config
+    _, state = model(random_tokens(2, 3))
+    assert state["hidden"].shape == (cfg.layers, 2, 3, cfg.dim)
+    _, state = model(random_tokens(2, 4), state)
+    assert state["hidden"].shape == (cfg.layers, 2, cfg.span, cfg.dim)
+    assert state["keys"].shape == state["values"].shape == (cfg.layers, 2, cfg.heads, cfg.span, cfg.head_dim)
+
+
+# ---- GPT past its context ----
+
+
+def test_gpt_decoding_past_the_context_crops_the_window():
+    """Token by token, each step is a fresh forward over the last `context` tokens (nanoGPT's generate)."""
+    model = make("gpt", context=6)
+    tokens = random_tokens(2, 15)
+    with torch.no_grad():
+        stepped, state = run_segments(model, tokens, [1] * 15)
+        cropped = torch.stack([model(tokens[:, max(0, t - 5) : t + 1])[0][:, -1] for t in range(15)], dim=1)
+    torch.testing.assert_close(stepped, cropped, atol=ATOL, rtol=0)
+    assert state["tokens"].shape == (2, 6)
+
+
+def test_gpt_segment_past_the_context_reencodes_the_window():
+    model = make("gpt", context=8)
+    tokens = random_tokens(2, 11)
+    with torch.no_grad():
+        _, state = model(tokens[:, :6])
+        logits, state = model(tokens[:, 6:], state)  # 6 + 5 > 8: the window is tokens 3..10
+        fresh, _ = model(tokens[:, 3:])
+    torch.testing.assert_close(logits, fresh[:, -5:], atol=ATOL, rtol=0)
+    torch.testing.assert_close(state["tokens"], tokens[:, 3:], atol=0, rtol=0)
+
+
+def test_gpt_rejects_more_tokens_than_its_context():
+    model = make("gpt", context=8)
+    with pytest.raises(FbtError, match="context"):
+        model(random_tokens(1, 9))

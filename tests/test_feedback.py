@@ -1,0 +1,171 @@
+"""The Feedback Transformer against a deliberately naive reference, and its decoding/causality invariants."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fbt.models import ModelConfig, build_model
+
+TINY = dict(model="feedback", vocab_size=11, dim=8, layers=2, heads=2, ff=16, span=3)
+
+
+def make(**overrides):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**{**TINY, **overrides})).double()
+    with torch.no_grad():  # non-zero mix weights so that a wrong layer order would show
+        if hasattr(model, "memory_weights"):
+            model.memory_weights.normal_()
+    return model
+
+
+def layer_norm(x, norm):
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+
+
+def naive_logits(model, tokens, memories=None):
+    """Plain loops over steps, layers, heads and memories; memories is a list of (B, D) tensors."""
+    cfg = model.config
+    D, H, S = cfg.dim, cfg.heads, cfg.span
+    E = D // H
+    memories = list(memories or [])
+    tops = []
+    for t in range(tokens.shape[1]):
+        x = model.embed.weight[tokens[:, t]]
+        states = [x]
+        visible = memories[-S:]
+        for index, layer in enumerate(model.layers):
+            key_weight = model.key.weight if cfg.shared_kv else layer.key.weight
+            value_weight = model.value.weight if cfg.shared_kv else layer.value.weight
+            if visible:
+                q = layer_norm(x, layer.norm_attn) @ layer.query.weight.T
+                heads = []
+                for h in range(H):
+                    cols = slice(h * E, (h + 1) * E)
+                    scores = []
+                    for j, memory in enumerate(visible):
+                        distance = len(visible) - j  # 1 is the previous step
+                        key = (memory @ key_weight.T)[:, cols]
+                        position = model.pos_keys[:, S - distance]
+                        scores.append(((q[:, cols] * key).sum(-1) + (q[:, cols] * position).sum(-1)) / math.sqrt(E))
+                    weights = torch.softmax(torch.stack(scores, -1), -1)
+                    heads.append(sum(weights[:, j : j + 1] * (m @ value_weight.T)[:, cols] for j, m in enumerate(visible)))
+                x = x + torch.cat(heads, -1) @ layer.out.weight.T
+            hidden = torch.relu(layer_norm(x, layer.norm_ff) @ layer.ff.hidden.weight.T + layer.ff.hidden.bias)
+            x = x + hidden @ layer.ff.out.weight.T + layer.ff.out.bias
+            states.append(x)
+        if cfg.memory == "all":
+            mix = torch.softmax(model.memory_weights, 0)
+            memory = sum(mix[i] * s for i, s in enumerate(states))
+        elif cfg.memory == "top":
+            memory = states[-1]
+        else:
+            memory = states[cfg.memory_layer]
+        memories.append(memory)
+        tops.append(x)
+    logits = layer_norm(torch.stack(tops, 1), model.norm_out) @ model.head.weight.T
+    return logits, memories
+
+
+VARIANTS = [
+    dict(),
+    dict(shared_kv=False),
+    dict(memory="top"),
+    dict(memory="layer", memory_layer=1),
+    dict(memory="layer", memory_layer=0, span=1),
+    dict(span=8),
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: ",".join(f"{k}={x}" for k, x in v.items()) or "default")
+def test_matches_naive_reference_in_loss_and_every_gradient(variant):
+    model = make(**variant)
+    tokens = torch.randint(0, 11, (3, 7), generator=torch.Generator().manual_seed(1))
+    targets = torch.randint(0, 11, (3, 7), generator=torch.Generator().manual_seed(2))
+    more = torch.randint(0, 11, (3, 5), generator=torch.Generator().manual_seed(3))
+
+    # Two segments with carried (detached) memory, as in training.
+    logits, state = model(tokens)
+    logits2, _ = model(more, state)
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten()) + logits2.square().mean()
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+
+    ref_logits, memories = naive_logits(model, tokens)
+    ref_logits2, _ = naive_logits(model, more, [m.detach() for m in memories])
+    ref_loss = F.cross_entropy(ref_logits.flatten(0, 1), targets.flatten()) + ref_logits2.square().mean()
+    ref_grads = torch.autograd.grad(ref_loss, list(model.parameters()))
+
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(logits2, ref_logits2, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-10, atol=1e-10)
+    for (name, _), grad, ref in zip(model.named_parameters(), grads, ref_grads):
+        torch.testing.assert_close(grad, ref, rtol=1e-9, atol=1e-10, msg=f"gradient of {name}")
+
+
+def test_first_step_has_no_memory_and_ignores_attention_weights():
+    model = make()
+    tokens = torch.randint(0, 11, (2, 1))
+    before, _ = model(tokens)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.query.weight.mul_(3.0)
+            layer.out.weight.mul_(-2.0)
+    after, _ = model(tokens)
+    torch.testing.assert_close(before, after, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("variant", [dict(), dict(shared_kv=False)])
+def test_token_by_token_decoding_equals_parallel_segment(variant):
+    model = make(**variant).eval()
+    tokens = torch.randint(0, 11, (2, 9))
+    full, full_state = model(tokens)
+    state, steps = None, []
+    for t in range(tokens.shape[1]):
+        logits, state = model(tokens[:, t : t + 1], state)
+        steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-10, atol=1e-10)
+    for name in full_state:
+        torch.testing.assert_close(state[name], full_state[name], rtol=1e-10, atol=1e-10)
+
+
+def test_consecutive_segments_equal_one_long_segment_in_training_mode():
+    model = make(span=4).train()  # dropout 0: training mode only switches K/V recomputation on
+    tokens = torch.randint(0, 11, (2, 12))
+    full, _ = model(tokens)
+    first, state = model(tokens[:, :5])
+    second, state = model(tokens[:, 5:9], state)
+    third, _ = model(tokens[:, 9:], state)
+    torch.testing.assert_close(torch.cat([first, second, third], 1), full, rtol=1e-10, atol=1e-10)
+
+
+def test_future_tokens_never_change_earlier_logits():
+    model = make(span=8)
+    tokens = torch.randint(0, 11, (2, 10))
+    changed = tokens.clone()
+    changed[:, 6:] = (changed[:, 6:] + 1) % 11
+    a, _ = model(tokens)
+    b, _ = model(changed)
+    torch.testing.assert_close(a[:, :6], b[:, :6], rtol=0, atol=0)
+    assert not torch.allclose(a[:, 6:], b[:, 6:])
+
+
+def test_state_is_detached_and_bounded_by_span():
+    model = make(span=3)
+    _, state = model(torch.randint(0, 11, (2, 7)))
+    assert state["memory"].shape == (2, 3, 8)
+    assert all(not tensor.requires_grad for tensor in state.values())
+
+
+def test_mix_starts_uniform_and_ablations_drop_it():
+    assert torch.equal(build_model(ModelConfig(**TINY)).memory_weights, torch.zeros(3))
+    assert not hasattr(build_model(ModelConfig(**TINY, memory="top")), "memory_weights")
+
+
+def test_per_layer_kv_has_one_projection_per_layer():
+    shared = build_model(ModelConfig(**TINY))
+    separate = build_model(ModelConfig(**TINY, shared_kv=False))
+    D = TINY["dim"]
+    assert sum(p.numel() for p in separate.parameters()) - sum(p.numel() for p in shared.parameters()) == 2 * D * D
