@@ -66,46 +66,59 @@ def test_text_generate_is_seeded(text_run, capsys):
     assert last_json(capsys.readouterr().out)["bits_per_byte"] > 0
 
 
-def test_train_json_is_the_last_line_and_flags_override_the_preset(tmp_path, code_run):
+def test_train_json_is_the_last_line_and_flags_override_the_preset(tmp_path, code_run, capsys):
     data, _ = code_run
     out = tmp_path / "run"
-    done = fbt("train", "--preset", "code-exec-feedback-small", "--data", data, "--layers", "1", "--dim", "16",
-               "--heads", "2", "--ff", "32", "--steps", "2", "--out", out, "--json", "--no-progress")  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert last_json(done.stdout)["step"] == 2
+    args = ["train", "--preset", "code-exec-feedback-small", "--data", data, "--layers", "1", "--dim", "16",
+            "--heads", "2", "--ff", "32", "--steps", "2", "--out", out, "--json", "--no-progress"]  # fmt: skip
+    assert main(list(map(str, args))) == 0
+    assert last_json(capsys.readouterr().out)["step"] == 2
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["layers"] == 1 and config["model"]["span"] == 64  # flag and preset
     assert config["train"]["task"] == "code-exec"
 
 
-def bad(*args):
-    done = fbt(*args)
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
+def bad(capsys, *args):
+    """Run the CLI in-process on bad input; return its single stderr line."""
+    try:
+        code = main(list(map(str, args)))
+    except SystemExit as exit:  # argparse usage errors
+        code = exit.code
+    assert code != 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
     return lines[0]
 
 
-def test_bad_input_is_one_clear_line(tmp_path, code_run, text_run):
+def test_bad_input_is_one_clear_line(tmp_path, code_run, text_run, capsys):
     data, code = code_run
     corpus, text = text_run
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
-    train = ["train", "--out", tmp_path / "new", "--steps", "1"]
-    assert "no such" in bad(*train, "--task", "text", "--data", tmp_path / "missing.txt").lower()
-    assert "empty" in bad(*train, "--task", "text", "--data", empty).lower()
-    assert "invalid choice" in bad(*train, "--model", "nonsense")
-    assert "unknown preset" in bad(*train, "--preset", "nonsense")
-    assert "divisible" in bad(*train, "--task", "text", "--data", corpus, "--dim", "10", "--heads", "3")
-    assert "span" in bad(*train, "--task", "text", "--data", corpus, "--span", "0")
-    assert "segment" in bad(*train, "--task", "text", "--data", corpus, "--segment", "0")
-    assert "vocabulary" in bad("generate", code, "--prompt", "x = 3 ; print w ;")
-    assert "no such" in bad("eval", tmp_path / "nowhere")
+    train = ["train", "--out", tmp_path / "new", "--steps", "1", "--no-progress"]
+    assert "no such" in bad(capsys, *train, "--task", "text", "--data", tmp_path / "missing.txt").lower()
+    assert "empty" in bad(capsys, *train, "--task", "text", "--data", empty).lower()
+    assert "invalid choice" in bad(capsys, *train, "--model", "nonsense")
+    assert "unknown preset" in bad(capsys, *train, "--preset", "nonsense")
+    assert "divisible" in bad(capsys, *train, "--task", "text", "--data", corpus, "--dim", "10", "--heads", "3")
+    assert "span" in bad(capsys, *train, "--task", "text", "--data", corpus, "--span", "0")
+    assert "segment" in bad(capsys, *train, "--task", "text", "--data", corpus, "--segment", "0")
+    assert "threads" in bad(capsys, *train, "--task", "text", "--data", corpus, "--threads", "0")
+    assert "vocabulary" in bad(capsys, "generate", code, "--prompt", "x = 3 ; print w ;")
+    assert "empty" in bad(capsys, "generate", text, "--prompt", "")
+    assert "no such" in bad(capsys, "eval", tmp_path / "nowhere")
+    assert "already holds a run" in bad(capsys, "train", "--out", code, "--task", "code-exec", "--data", data)
+
+
+def test_corrupt_checkpoint_in_a_fresh_process_is_one_line_without_traceback(code_run):
+    _, code = code_run
     weights = sorted((code / "checkpoints").glob("step-*"))[-1] / "model.safetensors"
     saved = weights.read_bytes()
     try:
         weights.write_bytes(saved[: len(saved) // 2])
-        assert "corrupt or truncated" in bad("eval", code)
+        done = fbt("eval", code)
     finally:
         weights.write_bytes(saved)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "corrupt or truncated" in done.stderr

@@ -115,6 +115,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_compute_flags(gen)
 
     commands.add_parser("presets", help="list the named presets and the command that runs each")
+
+    bench = commands.add_parser("bench", help="training/decoding speed, memory and MFU of models side by side")
+    bench.add_argument(
+        "--models", nargs="+", default=["feedback", "transformer-xl:layers=8"],
+        help="NAME[:key=value,...] per model, e.g. feedback transformer-xl:layers=8 feedback:kv=per-layer",
+    )  # fmt: skip
+    bench.add_argument("--dim", type=int, default=256)
+    bench.add_argument("--layers", type=int, default=4)
+    bench.add_argument("--heads", type=int, default=4)
+    bench.add_argument("--ff", type=int, default=1024)
+    bench.add_argument("--span", type=int, default=100)
+    bench.add_argument("--context", type=int, default=256)
+    bench.add_argument("--vocab-size", type=int, default=256)
+    bench.add_argument("--batch", type=int, default=32)
+    bench.add_argument("--segment", type=int, default=64)
+    bench.add_argument("--repeats", type=int, default=5, help="timed repetitions per model (median reported)")
+    bench.add_argument("--steps", type=int, default=3, help="training steps per repetition")
+    bench.add_argument("--decode-batches", type=int, nargs="+", default=[1, 32])
+    bench.add_argument("--decode-tokens", type=int, default=64)
+    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe")
+    bench.add_argument("--threads", type=int, default=1)
+    bench.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
     return parser
 
 
@@ -169,9 +191,26 @@ def run_command(args: argparse.Namespace) -> None:
             print(json.dumps({"prompt": args.prompt, "output": text}))
         else:
             print(text)
+    elif args.command == "bench":
+        run_bench_command(args)
     elif args.command == "presets":
         for name, preset in PRESETS.items():
             print(f"{name:28} {preset['description']}\n{'':28} fbt train --preset {name} --out runs/{name}")
+
+
+def run_bench_command(args: argparse.Namespace) -> None:
+    from fbt.bench import format_table, run_bench
+
+    for name in ("repeats", "steps", "decode_tokens", "batch", "segment"):
+        if getattr(args, name) < 1:
+            raise FbtError(f"--{name.replace('_', '-')} must be >= 1")
+    base = {name: getattr(args, name) for name in ("dim", "layers", "heads", "ff", "span", "context", "vocab_size")}
+    log = (lambda message: print(message, file=sys.stderr)) if args.json else print
+    report = run_bench(
+        args.models, base, args.batch, args.segment, args.threads, args.repeats, args.steps,
+        tuple(args.decode_batches), args.decode_tokens, not args.no_memory, log,
+    )  # fmt: skip
+    print(json.dumps(report) if args.json else format_table(report))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,203 @@
+"""`fbt bench`: training and decoding throughput, peak memory and MFU of several models, side by side.
+
+Models are measured interleaved (repetition r of every model before repetition r + 1 of any), so a change in
+machine load hits all of them alike; each figure is the median over repetitions. Peak memory is measured in
+a fresh process per model: the growth of its peak resident set over a process that only imported torch.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from fbt.errors import FbtError
+from fbt.models import ModelConfig, build_model, state_nbytes
+
+
+def parse_model_spec(spec: str, base: dict) -> tuple[str, ModelConfig]:
+    """'transformer-xl:layers=8,dim=256' -> (label, config): the shared sizes with per-model overrides."""
+    name, _, overrides = spec.partition(":")
+    values = {**base, "model": name}
+    for item in filter(None, overrides.split(",")):
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise FbtError(f"bad model override {item!r} in {spec!r}; expected key=value")
+        key = key.replace("-", "_")
+        if key == "kv":
+            values["shared_kv"] = raw == "shared"
+            continue
+        if key not in ModelConfig.__dataclass_fields__:
+            raise FbtError(f"unknown model setting {key!r} in {spec!r}")
+        default = ModelConfig.__dataclass_fields__[key].default
+        values[key] = type(default)(raw) if not isinstance(default, bool) else raw in ("1", "true", "True")
+    config = ModelConfig.from_dict(values)
+    label = f"{config.model} L{config.layers}" + ("" if config.shared_kv or config.model != "feedback" else " per-layer-kv")
+    return label, config
+
+
+def forward_flops_per_token(config: ModelConfig) -> int:
+    """Matmul FLOPs of one token's forward at steady state (every attention sees its whole span)."""
+    D, F, L, V = config.dim, config.ff, config.layers, config.vocab_size
+    head = 2 * D * V
+    if config.model == "lstm":
+        return L * 2 * (2 * D) * (4 * D) + head
+    if config.model == "feedback":
+        # q and out per layer; the memory's K/V once per token when shared, per layer otherwise.
+        kv = 4 * D * D * (1 if config.shared_kv else L)
+        return L * (4 * D * D + 4 * D * F + 6 * config.span * D) + kv + head
+    visible = config.span + 1 if config.model == "transformer-xl" else config.context
+    # q, k, v, out; scores, position scores (relative models) or none (gpt), and the weighted values.
+    attention = (6 if config.model == "transformer-xl" else 4) * visible * D
+    return L * (8 * D * D + 4 * D * F + attention) + head
+
+
+def measure_matmul_peak(threads: int, seconds: float = 1.0) -> float:
+    """Best FLOP/s of fp32 matmuls of the shapes these models use, at the current thread count."""
+    best = 0.0
+    for m, k, n in ((32, 256, 1024), (512, 256, 1024), (1024, 1024, 1024)):
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        out = torch.empty(m, n)
+        for _ in range(3):
+            torch.mm(a, b, out=out)
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 3:
+            torch.mm(a, b, out=out)
+            count += 1
+        best = max(best, 2 * m * k * n * count / (time.perf_counter() - start))
+    return best
+
+
+class TrainProbe:
+    """Random-token training segments with the state carried, as `fbt train` runs them."""
+
+    def __init__(self, config: ModelConfig, batch: int, segment: int, seed: int = 0):
+        torch.manual_seed(seed)
+        self.model = build_model(config).train()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
+        self.tokens = torch.randint(0, config.vocab_size, (batch, segment + 1))
+        self.state = None
+
+    def step(self) -> None:
+        logits, self.state = self.model(self.tokens[:, :-1], self.state)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), self.tokens[:, 1:].flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
+@torch.no_grad()
+def decode_rate(model: torch.nn.Module, batch: int, tokens: int, prefill: int, vocab: int) -> tuple[float, int]:
+    """Tokens/s of one-token-at-a-time decoding after a `prefill`-token prompt; also the state's bytes."""
+    model.eval()
+    _, state = model(torch.randint(0, vocab, (batch, prefill)))
+    feed = torch.randint(0, vocab, (batch, tokens, 1))
+    start = time.perf_counter()
+    for t in range(tokens):
+        _, state = model(feed[:, t], state)
+    return batch * tokens / (time.perf_counter() - start), state_nbytes(state)
+
+
+def peak_memory_mb(config: ModelConfig, batch: int, segment: int, threads: int) -> float:
+    """Peak resident memory added by two training steps, measured in a fresh process."""
+    code = (
+        "import json, resource, sys, torch\n"
+        "from fbt.bench import TrainProbe\n"
+        "from fbt.models import ModelConfig\n"
+        f"torch.set_num_threads({threads})\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"probe = TrainProbe(ModelConfig.from_dict(json.loads(sys.argv[1])), {batch}, {segment})\n"
+        "probe.step(); probe.step()\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(config.to_dict())], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise FbtError(f"memory probe failed: {done.stderr.strip().splitlines()[-1] if done.stderr else done.returncode}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def run_bench(
+    specs: list[str],
+    base: dict,
+    batch: int,
+    segment: int,
+    threads: int,
+    repeats: int = 5,
+    steps: int = 3,
+    decode_batches: tuple[int, ...] = (1, 32),
+    decode_tokens: int = 64,
+    memory: bool = True,
+    progress=print,
+) -> dict:
+    torch.set_num_threads(threads)
+    labelled = [parse_model_spec(spec, base) for spec in specs]
+    peak = measure_matmul_peak(threads)
+    probes = [TrainProbe(config, batch, segment) for _, config in labelled]
+    for probe in probes:  # warm-up: first-touch allocations and the carried state reach steady size
+        for _ in range(max(2, -(-config_span(probe) // segment))):
+            probe.step()
+    times: list[list[float]] = [[] for _ in probes]
+    for repeat in range(repeats):
+        for index, probe in enumerate(probes):
+            start = time.perf_counter()
+            for _ in range(steps):
+                probe.step()
+            times[index].append((time.perf_counter() - start) / steps)
+        progress(f"training repetition {repeat + 1}/{repeats} done")
+    results = []
+    for (label, config), probe, seconds in zip(labelled, probes, times):
+        tokens_per_s = batch * segment / statistics.median(seconds)
+        flops = 3 * forward_flops_per_token(config)  # forward + backward (twice the forward)
+        entry = {
+            "name": label,
+            "config": config.to_dict(),
+            "train_tokens_per_s": round(tokens_per_s, 1),
+            "train_flops_per_token": flops,
+            "mfu": round(flops * tokens_per_s / peak, 4),
+            "decode_tokens_per_s": {},
+        }
+        for decode_batch in decode_batches:
+            rates = []
+            for _ in range(max(1, repeats // 2)):
+                rate, nbytes = decode_rate(probe.model, decode_batch, decode_tokens, config_span(probe), config.vocab_size)
+                rates.append(rate)
+            entry["decode_tokens_per_s"][str(decode_batch)] = round(statistics.median(rates), 1)
+            entry["state_bytes_per_token"] = nbytes // (decode_batch * max(1, config_span(probe)))
+        if memory:
+            entry["peak_memory_mb"] = round(peak_memory_mb(config, batch, segment, threads), 1)
+        progress(f"{label}: measured")
+        results.append(entry)
+    return {
+        "threads": threads,
+        "batch": batch,
+        "segment": segment,
+        "matmul_peak_gflops": round(peak / 1e9, 1),
+        "models": results,
+    }
+
+
+def config_span(probe: TrainProbe) -> int:
+    """Tokens a stream must have seen before its state is full (span, or the GPT context)."""
+    config = probe.model.config
+    return config.context if config.model == "gpt" else config.span if config.model != "lstm" else 1
+
+
+def format_table(report: dict) -> str:
+    lines = [
+        f"threads {report['threads']}, batch {report['batch']}, segment {report['segment']}, "
+        f"matmul peak {report['matmul_peak_gflops']} GFLOP/s",
+        f"{'model':24} {'train tok/s':>12} {'MFU':>6} {'decode tok/s (batch)':>28} {'peak MB':>8} {'state B/tok':>11}",
+    ]
+    for entry in report["models"]:
+        decode = ", ".join(f"{rate:,.0f} ({b})" for b, rate in entry["decode_tokens_per_s"].items())
+        memory = f"{entry['peak_memory_mb']:8.0f}" if "peak_memory_mb" in entry else f"{'-':>8}"
+        lines.append(
+            f"{entry['name']:24} {entry['train_tokens_per_s']:12,.0f} {entry['mfu']:6.1%} {decode:>28} {memory}"
+            f" {entry['state_bytes_per_token']:11,}"
+        )
+    return "\n".join(lines)
+
