@@ -170,3 +170,14 @@ def test_loader_errors(tmp_path):
 def test_generator_rejects_bad_sizes(tmp_path, kwargs):
     with pytest.raises(FbtError):
         generate_dataset(tmp_path, **kwargs)
+
+
+def test_last_print_reference_on_a_known_program():
+    from fbt.data.code_exec import last_print_accuracy
+
+    program = "x = 3 ; print x ; x ++ ; print x ; print x ; END x = 4 ; print x ; END"
+    labels = "_ _ _ _ _ _ 3 _ _ _ _ _ 4 _ _ 4 _ _ _ _ _ _ _ 4 _"
+    inputs = torch.tensor([TOKEN_TO_ID[t] for t in program.split()])
+    targets = torch.tensor([IGNORE_INDEX if t == "_" else TOKEN_TO_ID[t] for t in labels.split()])
+    # Four prints: the first of each program is wrong, "3" for the second is wrong, "4" for the third right.
+    assert last_print_accuracy(inputs, targets) == 0.25

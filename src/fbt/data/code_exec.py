@@ -211,3 +211,21 @@ def _encode(out: array, tokens: list[str], table: dict[str, int], path: Path, nu
 
 def _as_tensor(values: array) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(values, dtype=np.int64))  # shares the array's memory: no copy
+
+
+def last_print_accuracy(inputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Accuracy of answering each print with the value last printed for that variable (the first print of
+    a variable in a program counts as wrong): the reference a model must beat to show it tracks state."""
+    tokens = [VOCAB[i] for i in inputs.tolist()]
+    labels = targets.tolist()
+    last: dict[str, int] = {}
+    correct = total = 0
+    for index, token in enumerate(tokens):
+        if token == "END":
+            last.clear()
+        elif labels[index] != IGNORE_INDEX:  # the `;` of `print v ;`
+            variable = tokens[index - 1]
+            correct += last.get(variable) == labels[index]
+            total += 1
+            last[variable] = labels[index]
+    return correct / max(total, 1)

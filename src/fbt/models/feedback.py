@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fbt.models.config import ModelConfig
+from fbt.models.feedback_segment import fast_forward
 from fbt.models.layers import FeedForward, init_weights
 
 
@@ -74,6 +75,10 @@ class FeedbackTransformer(nn.Module):
         self.head = nn.Linear(D, config.vocab_size, bias=False)
         init_weights(self, config.layers)
         nn.init.normal_(self.pos_keys, std=0.02)
+        # True: the segment's recurrence runs as one autograd node with a hand-written backward
+        # (feedback_segment.py). False: the plain autograd loop of `forward` below, the reference it is tested
+        # against. Same logits, state and gradients up to float rounding.
+        self.fast = True
 
     # ---- pieces that run once per segment, in parallel over time ----
 
@@ -111,6 +116,8 @@ class FeedbackTransformer(nn.Module):
     # ---- the recurrence ----
 
     def forward(self, tokens: torch.Tensor, state: dict | None = None):
+        if self.fast:
+            return fast_forward(self, tokens, state)
         B, T = tokens.shape
         cfg = self.config
         H, E, S = cfg.heads, cfg.head_dim, cfg.span
