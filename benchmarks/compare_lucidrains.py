@@ -33,7 +33,13 @@ class PeerProbe:
 
         torch.manual_seed(0)
         self.model = FeedbackTransformer(
-            num_tokens=vocab, dim=dim, depth=layers, heads=heads, dim_head=dim // heads, mem_len=span, seq_len=1
+            num_tokens=vocab,
+            dim=dim,
+            depth=layers,
+            heads=heads,
+            dim_head=dim // heads,
+            mem_len=span,
+            seq_len=1,
         ).train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
         self.tokens = torch.randint(0, vocab, (batch, segment + 1))
@@ -59,13 +65,14 @@ def make_probe(kind: str, batch: int, segment: int, span: int, threads: int):
 
 def peak_memory_mb(kind: str, threads: int) -> float:
     code = (
-        "import resource, sys\n"
+        "import sys\n"
         "sys.path.insert(0, 'benchmarks')\n"
         "from compare_lucidrains import make_probe\n"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "from fbt.bench import resident_mb\n"
+        "base, _ = resident_mb()\n"
         f"probe = make_probe({kind!r}, 16, 128, 512, {threads})\n"
         "probe.step(); probe.step()\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n"
+        "print(resident_mb()[1] - base)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(done.stdout.strip().splitlines()[-1])
@@ -95,12 +102,15 @@ def main() -> None:
     report = {"threads": args.threads, "matmul_peak_gflops": round(peak / 1e9, 1), "models": {}}
     for kind in kinds:
         tokens_per_s = 32 * 64 / statistics.median(seconds[kind])
-        entry = {"train_tokens_per_s": round(tokens_per_s, 1), "peak_memory_mb_B16_T128_S512": peak_memory_mb(kind, args.threads)}
+        entry = {
+            "train_tokens_per_s": round(tokens_per_s, 1),
+            "peak_memory_mb_B16_T128_S512": peak_memory_mb(kind, args.threads),
+        }
         if kind != "peer":
             config = probes[kind].model.config
             entry["mfu"] = round(3 * forward_flops_per_token(config) * tokens_per_s / peak, 4)
         report["models"][kind] = entry
-    fb, peer, xl = (report["models"][k]["train_tokens_per_s"] for k in kinds)
+    peer, fb, xl = (report["models"][k]["train_tokens_per_s"] for k in kinds)
     report["feedback_over_peer"] = round(fb / peer, 2)
     report["feedback_L4_over_transformer_xl_L8"] = round(fb / xl, 2)
     if args.json:
@@ -108,12 +118,22 @@ def main() -> None:
         return
     print(f"threads {args.threads}, matmul peak {report['matmul_peak_gflops']} GFLOP/s, config A (B32 T64 d256 S100)")
     print(f"{'model':34} {'train tok/s':>12} {'MFU':>7} {'peak MB (B16 T128 S512)':>24}")
-    names = {"peer": "feedback-transformer-pytorch L4", "feedback": "fbt feedback L4", "transformer-xl": "fbt transformer-xl L8"}
+    names = {
+        "peer": "feedback-transformer-pytorch L4",
+        "feedback": "fbt feedback L4",
+        "transformer-xl": "fbt transformer-xl L8",
+    }
     for kind in kinds:
         entry = report["models"][kind]
         mfu = f"{entry['mfu']:7.1%}" if "mfu" in entry else f"{'-':>7}"
-        print(f"{names[kind]:34} {entry['train_tokens_per_s']:12,.0f} {mfu} {entry['peak_memory_mb_B16_T128_S512']:24,.0f}")
-    print(f"feedback / peer: {report['feedback_over_peer']}x; feedback L4 / transformer-xl L8: {report['feedback_L4_over_transformer_xl_L8']}x")
+        print(
+            f"{names[kind]:34} {entry['train_tokens_per_s']:12,.0f} {mfu}"
+            f" {entry['peak_memory_mb_B16_T128_S512']:24,.0f}"
+        )
+    print(
+        f"feedback / peer: {report['feedback_over_peer']}x; "
+        f"feedback L4 / transformer-xl L8: {report['feedback_L4_over_transformer_xl_L8']}x"
+    )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ autograd loop (`model.fast = False`).
 For each thread count: the single-thread-style matmul peak, (32 x 256) @ (256 x 1024) in a loop, then tokens/s
 of forward + backward + Adam on carried-state segments for each path, the paths taking turns segment by
 segment (so a noisy machine slows both alike), and the model FLOP utilisation (MFU) against the measured peak.
-Peak memory (ru_maxrss of a fresh process) is measured at a second configuration.
+Peak memory (peak resident set of a fresh process) is measured at a second configuration.
 
     python benchmarks/feedback_speed.py                      # config A, 1 and 2 threads, plus memory
     python benchmarks/feedback_speed.py --threads 1 --paths fast --timed 10
@@ -13,7 +13,6 @@ Peak memory (ru_maxrss of a fresh process) is measured at a second configuration
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import subprocess
 import sys
@@ -51,8 +50,15 @@ def flops_per_token(cfg: ModelConfig, visible: float) -> float:
 
 def model_config(args) -> ModelConfig:
     return ModelConfig(
-        model="feedback", vocab_size=args.vocab, dim=args.dim, layers=args.layers, heads=args.heads, ff=args.ff,
-        span=args.span, shared_kv=not args.per_layer_kv, dropout=args.dropout,
+        model="feedback",
+        vocab_size=args.vocab,
+        dim=args.dim,
+        layers=args.layers,
+        heads=args.heads,
+        ff=args.ff,
+        span=args.span,
+        shared_kv=not args.per_layer_kv,
+        dropout=args.dropout,
     )
 
 
@@ -86,10 +92,14 @@ def speed(args) -> None:
     # The timed segments carry a full memory once the warm-up has run span / seq segments.
     visible = min(args.span, args.seq * args.warmup)
     flops = flops_per_token(cfg, visible)
-    print(f"config: B={args.batch} T={args.seq} D={cfg.dim} L={cfg.layers} H={cfg.heads} FF={cfg.ff} "
-          f"S={cfg.span} V={cfg.vocab_size} shared_kv={cfg.shared_kv} dropout={cfg.dropout}; "
-          f"{flops / 1e6:.1f} MFLOP per trained token")
-    print(f"{'threads':>7} {'path':>9} {'tokens/s':>9} {'ms/segment':>10} {'peak GFLOP/s':>12} {'MFU':>6} {'speed-up':>8}")
+    print(
+        f"config: B={args.batch} T={args.seq} D={cfg.dim} L={cfg.layers} H={cfg.heads} FF={cfg.ff} "
+        f"S={cfg.span} V={cfg.vocab_size} shared_kv={cfg.shared_kv} dropout={cfg.dropout}; "
+        f"{flops / 1e6:.1f} MFLOP per trained token"
+    )
+    print(
+        f"{'threads':>7} {'path':>9} {'tokens/s':>9} {'ms/segment':>10} {'peak GFLOP/s':>12} {'MFU':>6} {'speed-up':>8}"
+    )
     for threads in args.threads:
         torch.set_num_threads(threads)
         peak = matmul_peak()
@@ -104,8 +114,18 @@ def speed(args) -> None:
         for path in args.paths:
             rate = rates[path]
             gain = f"{rate / rates['reference']:.2f}x" if "reference" in rates else ""
-            print(f"{threads:>7} {path:>9} {rate:>9.0f} {1e3 * tokens / rate:>10.0f} {peak:>12.1f} "
-                  f"{rate * flops / (peak * 1e9):>6.1%} {gain:>8}")
+            print(
+                f"{threads:>7} {path:>9} {rate:>9.0f} {1e3 * tokens / rate:>10.0f} {peak:>12.1f} "
+                f"{rate * flops / (peak * 1e9):>6.1%} {gain:>8}"
+            )
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process (VmHWM). Unlike ru_maxrss it starts afresh at exec, so a child
+    of a large parent reports its own peak."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 def memory_probe(args) -> None:
@@ -115,18 +135,28 @@ def memory_probe(args) -> None:
     trainer = Trainer(model_config(args), args.memory_probe == "fast", args.batch, args.seq)
     for _ in range(-(-args.span // args.seq) + 1):
         trainer.step()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(peak_rss_mib())
 
 
 def memory(args) -> None:
-    shape = ["--batch", str(args.memory_batch), "--seq", str(args.memory_seq), "--span", str(args.memory_span),
-             "--dim", str(args.dim), "--layers", str(args.layers), "--heads", str(args.heads), "--ff", str(args.ff),
-             "--vocab", str(args.vocab)] + (["--per-layer-kv"] if args.per_layer_kv else [])
-    print(f"\npeak memory (ru_maxrss of a fresh process training until the memory is full, 1 thread): B={args.memory_batch} "
-          f"T={args.memory_seq} S={args.memory_span} D={args.dim} L={args.layers}")
+    shape = {
+        "--batch": args.memory_batch,
+        "--seq": args.memory_seq,
+        "--span": args.memory_span,
+        "--dim": args.dim,
+        "--layers": args.layers,
+        "--heads": args.heads,
+        "--ff": args.ff,
+        "--vocab": args.vocab,
+    }
+    flags = [str(x) for item in shape.items() for x in item] + (["--per-layer-kv"] if args.per_layer_kv else [])
+    print(
+        "\npeak memory (peak resident set of a fresh process training until the memory is full, 1 thread): "
+        f"B={args.memory_batch} T={args.memory_seq} S={args.memory_span} D={args.dim} L={args.layers}"
+    )
     for path in args.paths:
-        out = subprocess.run([sys.executable, __file__, "--memory-probe", path, *shape],
-                             capture_output=True, text=True, check=True).stdout
+        command = [sys.executable, __file__, "--memory-probe", path, *flags]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         print(f"{path:>9} {float(out.split()[-1]) / 1024:6.2f} GiB")
 
 

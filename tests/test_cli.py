@@ -8,7 +8,22 @@ import pytest
 
 from fbt.cli import main
 
-TINY = ["--dim", "16", "--layers", "1", "--heads", "2", "--ff", "32", "--span", "8", "--segment", "16", "--batch", "2"]
+TINY = [
+    "--dim",
+    "16",
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--ff",
+    "32",
+    "--span",
+    "8",
+    "--segment",
+    "16",
+    "--batch",
+    "2",
+]
 
 
 def fbt(*args):
@@ -37,7 +52,20 @@ def text_run(tmp_path_factory):
     corpus = root / "corpus.txt"
     corpus.write_bytes(bytes(range(256)) * 8)
     run = root / "run"
-    args = ["train", "--task", "text", "--data", corpus, "--model", "gpt", *TINY, "--steps", "2", "--out", run]
+    args = [
+        "train",
+        "--task",
+        "text",
+        "--data",
+        corpus,
+        "--model",
+        "gpt",
+        *TINY,
+        "--steps",
+        "2",
+        "--out",
+        run,
+    ]
     assert main([*map(str, args), "--no-progress"]) == 0
     return corpus, run
 

@@ -54,7 +54,7 @@ def test_resume_continues_with_the_same_segments():
     expected = [stream.next_segment() for _ in range(4)]
     resumed = make()
     resumed.load_state_dict(saved)
-    for (a, b, flag), (c, d, flag2) in zip(expected, [resumed.next_segment() for _ in range(4)]):
+    for (a, b, flag), (c, d, flag2) in zip(expected, [resumed.next_segment() for _ in range(4)], strict=True):
         assert torch.equal(a, c) and torch.equal(b, d) and flag == flag2
     assert resumed.state_dict() == stream.state_dict()
 

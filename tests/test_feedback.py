@@ -37,7 +37,7 @@ def naive_logits(model, tokens, memories=None):
         x = model.embed.weight[tokens[:, t]]
         states = [x]
         visible = memories[-S:]
-        for index, layer in enumerate(model.layers):
+        for layer in model.layers:
             key_weight = model.key.weight if cfg.shared_kv else layer.key.weight
             value_weight = model.value.weight if cfg.shared_kv else layer.value.weight
             if visible:
@@ -52,7 +52,9 @@ def naive_logits(model, tokens, memories=None):
                         position = model.pos_keys[:, S - distance]
                         scores.append(((q[:, cols] * key).sum(-1) + (q[:, cols] * position).sum(-1)) / math.sqrt(E))
                     weights = torch.softmax(torch.stack(scores, -1), -1)
-                    heads.append(sum(weights[:, j : j + 1] * (m @ value_weight.T)[:, cols] for j, m in enumerate(visible)))
+                    heads.append(
+                        sum(weights[:, j : j + 1] * (m @ value_weight.T)[:, cols] for j, m in enumerate(visible))
+                    )
                 x = x + torch.cat(heads, -1) @ layer.out.weight.T
             hidden = torch.relu(layer_norm(x, layer.norm_ff) @ layer.ff.hidden.weight.T + layer.ff.hidden.bias)
             x = x + hidden @ layer.ff.out.weight.T + layer.ff.out.bias
@@ -101,7 +103,7 @@ def test_matches_naive_reference_in_loss_and_every_gradient(variant):
     torch.testing.assert_close(logits, ref_logits, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(logits2, ref_logits2, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-10, atol=1e-10)
-    for (name, _), grad, ref in zip(model.named_parameters(), grads, ref_grads):
+    for (name, _), grad, ref in zip(model.named_parameters(), grads, ref_grads, strict=True):
         torch.testing.assert_close(grad, ref, rtol=1e-9, atol=1e-10, msg=f"gradient of {name}")
 
 

@@ -12,6 +12,15 @@ from fbt.models.feedback_segment import LAYER_PARAMETERS, FeedbackSegment, Segme
 TINY = dict(model="feedback", vocab_size=11, dim=8, layers=2, heads=2, ff=16, span=3)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine waiting for them costs much."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Blocks of 2 steps, so that short segments cross several blocks of the backward."""
@@ -124,9 +133,10 @@ def test_dropout_masks_are_drawn_as_the_autograd_loop_draws_them(variant):
     V = model.config.vocab_size
     tokens, targets = torch.randint(0, V, (2, 3, 20), generator=torch.Generator().manual_seed(1))
     more = torch.randint(0, V, (3, 11))
-    assert train_two_segments(model, True, tokens, more, targets, 5)[3] != train_two_segments(
-        model, True, tokens, more, targets, 6
-    )[3]
+    assert (
+        train_two_segments(model, True, tokens, more, targets, 5)[3]
+        != train_two_segments(model, True, tokens, more, targets, 6)[3]
+    )
 
 
 @pytest.mark.parametrize("variant", [dict(), dict(shared_kv=False, memory="layer", memory_layer=2)])
@@ -152,3 +162,20 @@ def test_segments_reuse_buffers_without_stale_values():
     again = torch.autograd.grad(model(tokens)[0].square().mean(), list(model.parameters()))
     for a, b in zip(first, again):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_free_buffers_empties_the_pool():
+    model = make()
+    model(torch.randint(0, 11, (2, 6)))[0].sum().backward()
+    assert segment._POOL.free
+    segment.free_buffers()
+    assert not segment._POOL.free
+
+
+def test_second_backward_through_a_freed_graph_raises():
+    # The saved activations go back to the pool after a backward; a second one must not read them.
+    spec, inputs = segment_inputs(True, "all", 2)
+    top = FeedbackSegment.apply(spec, *inputs)[0].sum()  # sum saves nothing: the error comes from the segment
+    top.backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        top.backward()

@@ -43,7 +43,11 @@ def read_run_config(path: Path) -> tuple[ModelConfig, TrainConfig]:
 
 
 def make_trainer(
-    model_config: ModelConfig, train_config: TrainConfig, out: str | Path, device: torch.device, resume: bool = False
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    out: str | Path,
+    device: torch.device,
+    resume: bool = False,
 ) -> Trainer:
     """A trainer for a new run in `out` (which must not hold a run) or, with resume, the run saved there."""
     out = Path(out)
@@ -143,7 +147,7 @@ def answer_program(model: nn.Module, task: Task, program: torch.Tensor) -> str:
     predictions = logits[0].argmax(-1).tolist()
     tokens = task.decode(program[0].tolist()).split()
     shown, in_print = [], False
-    for token, predicted in zip(tokens, predictions):
+    for token, predicted in zip(tokens, predictions, strict=True):
         shown.append(token)
         if token == "print":
             in_print = True

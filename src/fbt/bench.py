@@ -8,6 +8,7 @@ a fresh process per model: the growth of its peak resident set over a process th
 from __future__ import annotations
 
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -36,7 +37,9 @@ def parse_model_spec(spec: str, base: dict) -> tuple[str, ModelConfig]:
         default = ModelConfig.__dataclass_fields__[key].default
         values[key] = type(default)(raw) if not isinstance(default, bool) else raw in ("1", "true", "True")
     config = ModelConfig.from_dict(values)
-    label = f"{config.model} L{config.layers}" + ("" if config.shared_kv or config.model != "feedback" else " per-layer-kv")
+    label = f"{config.model} L{config.layers}" + (
+        "" if config.shared_kv or config.model != "feedback" else " per-layer-kv"
+    )
     return label, config
 
 
@@ -102,21 +105,38 @@ def decode_rate(model: torch.nn.Module, batch: int, tokens: int, prefill: int, v
     return batch * tokens / (time.perf_counter() - start), state_nbytes(state)
 
 
+def resident_mb() -> tuple[float, float]:
+    """(current, peak) resident memory of this process in MB.
+
+    Read from /proc where it exists: getrusage's ru_maxrss survives fork and exec on Linux, so a child of a
+    large process would report its parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return peak, peak
+
+
 def peak_memory_mb(config: ModelConfig, batch: int, segment: int, threads: int) -> float:
-    """Peak resident memory added by two training steps, measured in a fresh process."""
+    """Peak resident memory added by two training steps (weights included), measured in a fresh process."""
     code = (
-        "import json, resource, sys, torch\n"
-        "from fbt.bench import TrainProbe\n"
+        "import json, sys, torch\n"
+        "from fbt.bench import TrainProbe, resident_mb\n"
         "from fbt.models import ModelConfig\n"
         f"torch.set_num_threads({threads})\n"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "base, _ = resident_mb()\n"
         f"probe = TrainProbe(ModelConfig.from_dict(json.loads(sys.argv[1])), {batch}, {segment})\n"
         "probe.step(); probe.step()\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n"
+        "print(resident_mb()[1] - base)\n"
     )
     done = subprocess.run([sys.executable, "-c", code, json.dumps(config.to_dict())], capture_output=True, text=True)
     if done.returncode != 0:
-        raise FbtError(f"memory probe failed: {done.stderr.strip().splitlines()[-1] if done.stderr else done.returncode}")
+        raise FbtError(
+            f"memory probe failed: {done.stderr.strip().splitlines()[-1] if done.stderr else done.returncode}"
+        )
     return float(done.stdout.strip().splitlines()[-1])
 
 
@@ -149,7 +169,7 @@ def run_bench(
             times[index].append((time.perf_counter() - start) / steps)
         progress(f"training repetition {repeat + 1}/{repeats} done")
     results = []
-    for (label, config), probe, seconds in zip(labelled, probes, times):
+    for (label, config), probe, seconds in zip(labelled, probes, times, strict=True):
         tokens_per_s = batch * segment / statistics.median(seconds)
         flops = 3 * forward_flops_per_token(config)  # forward + backward (twice the forward)
         entry = {
@@ -163,7 +183,9 @@ def run_bench(
         for decode_batch in decode_batches:
             rates = []
             for _ in range(max(1, repeats // 2)):
-                rate, nbytes = decode_rate(probe.model, decode_batch, decode_tokens, config_span(probe), config.vocab_size)
+                rate, nbytes = decode_rate(
+                    probe.model, decode_batch, decode_tokens, config_span(probe), config.vocab_size
+                )
                 rates.append(rate)
             entry["decode_tokens_per_s"][str(decode_batch)] = round(statistics.median(rates), 1)
             entry["state_bytes_per_token"] = nbytes // (decode_batch * max(1, config_span(probe)))
@@ -200,4 +222,3 @@ def format_table(report: dict) -> str:
             f" {entry['state_bytes_per_token']:11,}"
         )
     return "\n".join(lines)
-

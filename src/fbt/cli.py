@@ -10,8 +10,8 @@ import sys
 import torch
 
 from fbt import api
-from fbt.data import SPLITS
 from fbt.data.code_exec import generate_dataset
+from fbt.data.splits import SPLITS
 from fbt.errors import FbtError
 from fbt.models.config import MEMORY_SOURCES, MODEL_NAMES, ModelConfig
 from fbt.presets import PRESETS, get_preset
@@ -19,7 +19,18 @@ from fbt.tasks import TASK_NAMES
 from fbt.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
 # Flags that map onto ModelConfig / TrainConfig fields (flag name with dashes -> field name).
-MODEL_FLAGS = ("model", "dim", "layers", "heads", "ff", "span", "context", "dropout", "memory", "memory_layer")
+MODEL_FLAGS = (
+    "model",
+    "dim",
+    "layers",
+    "heads",
+    "ff",
+    "span",
+    "context",
+    "dropout",
+    "memory",
+    "memory_layer",
+)
 TRAIN_FLAGS = (
     "task", "data", "batch", "segment", "steps", "time_budget", "optimizer", "lr", "weight_decay", "warmup",
     "schedule", "clip", "seed", "log_every", "eval_every", "eval_tokens", "save_every", "keep_checkpoints",
@@ -185,7 +196,14 @@ def run_command(args: argparse.Namespace) -> None:
         print_result({"split": args.split, **result}, args.json)
     elif args.command == "generate":
         text = api.generate_from_run(
-            args.run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed, args.device
+            args.run,
+            args.prompt,
+            args.max_new_tokens,
+            args.temperature,
+            args.top_k,
+            args.top_p,
+            args.seed,
+            args.device,
         )
         if args.json:
             print(json.dumps({"prompt": args.prompt, "output": text}))

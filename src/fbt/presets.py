@@ -72,18 +72,26 @@ def _preset(base: dict, description: str, **model: object) -> dict:
 
 PRESETS: dict[str, dict] = {
     "code-exec-feedback": _preset(_PAPER_CODE_EXEC, "paper code-exec: Feedback, 4 layers", model="feedback", layers=4),
-    "code-exec-xl": _preset(_PAPER_CODE_EXEC, "paper code-exec: Transformer-XL, 8 layers", model="transformer-xl", layers=8),
+    "code-exec-xl": _preset(
+        _PAPER_CODE_EXEC, "paper code-exec: Transformer-XL, 8 layers", model="transformer-xl", layers=8
+    ),
     "code-exec-feedback-small": _preset(
         _SMALL_CODE_EXEC, "small code-exec Feedback, 2 layers (minutes on CPU)", model="feedback", layers=2
     ),
     "code-exec-xl-small": _preset(
-        _SMALL_CODE_EXEC, "small code-exec Transformer-XL, 4 layers (minutes on CPU)", model="transformer-xl", layers=4
+        _SMALL_CODE_EXEC,
+        "small code-exec Transformer-XL, 4 layers (minutes on CPU)",
+        model="transformer-xl",
+        layers=4,
     ),
     "shakespeare-feedback-small": _preset(
         _SMALL_SHAKESPEARE, "byte-level tiny Shakespeare, Feedback 4 layers", model="feedback", layers=4
     ),
     "shakespeare-gpt-small": _preset(
-        _SMALL_SHAKESPEARE, "byte-level tiny Shakespeare, GPT 4 layers (nanoGPT baby size)", model="gpt", layers=4
+        _SMALL_SHAKESPEARE,
+        "byte-level tiny Shakespeare, GPT 4 layers (nanoGPT baby size)",
+        model="gpt",
+        layers=4,
     ),
 }
 

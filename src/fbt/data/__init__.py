@@ -3,9 +3,6 @@
 Every loader returns aligned int64 inputs (N,) and targets (N,); `SegmentStream` batches them.
 """
 
-# Defined before the submodule imports: they import it from here.
-SPLITS = ("train", "valid", "test")
-
 from fbt.data.code_exec import (
     IGNORE_INDEX,
     TOKEN_TO_ID,
@@ -15,6 +12,7 @@ from fbt.data.code_exec import (
     generate_program,
     load_code_exec_split,
 )
+from fbt.data.splits import SPLITS
 from fbt.data.streams import SegmentStream
 from fbt.data.text import load_text_split
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fbt.data import SPLITS
+from fbt.data.splits import SPLITS
 from fbt.errors import FbtError
 
 VARIABLE_NAMES = ("x", "y", "z", "p", "r")
@@ -39,9 +39,7 @@ UNLABELLED = "_"
 Pick = tuple[str, str]  # (statement kind, variable or "" for an `if`)
 
 
-def _feasible_picks(
-    state: dict[str, int], names: tuple[str, ...], nested: bool
-) -> tuple[list[Pick], list[float]]:
+def _feasible_picks(state: dict[str, int], names: tuple[str, ...], nested: bool) -> tuple[list[Pick], list[float]]:
     """Every possible statement kind and variable, weighted by how often the official draw-and-redraw loop
     accepts it (kind uniform over 5, then a uniform variable of the right sort). Sampling from these weights
     gives the same distribution with no loop: at top level `=` or `print` is always possible, and inside an
@@ -147,9 +145,7 @@ def generate_dataset(
     if statements < 1:
         raise FbtError(f"statements must be at least 1, got {statements}")
     if len(sizes) != len(SPLITS) or any(size < 1 for size in sizes):
-        raise FbtError(
-            f"sizes must be three program counts of at least 1 (train, valid, test), got {tuple(sizes)}"
-        )
+        raise FbtError(f"sizes must be three program counts of at least 1 (train, valid, test), got {tuple(sizes)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for split, size in zip(SPLITS, sizes):

@@ -19,12 +19,11 @@ class SegmentStream:
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch: int, segment: int):
         if inputs.dim() != 1 or inputs.shape != targets.shape:
             raise FbtError(
-                f"inputs and targets must be 1-D and of equal length, got {tuple(inputs.shape)} and {tuple(targets.shape)}"
+                "inputs and targets must be 1-D and of equal length, "
+                f"got {tuple(inputs.shape)} and {tuple(targets.shape)}"
             )
         if batch < 1 or segment < 1:
-            raise FbtError(
-                f"batch and segment length must be at least 1, got batch {batch} and segment {segment}"
-            )
+            raise FbtError(f"batch and segment length must be at least 1, got batch {batch} and segment {segment}")
         length = inputs.numel() // batch
         # One token per stream is enough: inputs and targets are already paired.
         if length < 1:

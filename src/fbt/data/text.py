@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fbt.data import SPLITS
+from fbt.data.splits import SPLITS
 from fbt.errors import FbtError
 
 
@@ -39,9 +39,7 @@ def load_text_split(path: str | Path, split: str) -> tuple[torch.Tensor, torch.T
     sizes = {name: end - start for name, (start, end) in bounds.items()}
     if min(sizes.values()) < 2:
         # Each split needs one input byte and its next byte; 31 bytes is the smallest file that works.
-        raise FbtError(
-            f"{path} has {size} bytes, too few for a 90/5/5 split with at least 2 bytes each (got {sizes})"
-        )
+        raise FbtError(f"{path} has {size} bytes, too few for a 90/5/5 split with at least 2 bytes each (got {sizes})")
     start, end = bounds[split]
     data = np.fromfile(path, dtype=np.uint8, count=end - start, offset=start)  # reads only this split
     tokens = torch.from_numpy(data).long()  # (end - start,)

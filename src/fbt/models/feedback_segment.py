@@ -1,25 +1,30 @@
 """The exact Feedback Transformer recurrence of one segment as a single autograd node.
 
 `fbt.models.feedback` runs the recurrence through autograd: every step of every layer records a few dozen
-small nodes, and their bookkeeping costs more than the arithmetic. Here the whole segment (all T steps,
-all L layers) is one `torch.autograd.Function` with a hand-derived backward. It computes the same function
-as the autograd loop, up to float rounding.
+small nodes, and their bookkeeping costs more than the arithmetic. Here the whole segment (all T steps, all
+L layers) is one `torch.autograd.Function` with a hand-derived backward, computing the same function as the
+autograd loop up to float rounding (`FeedbackTransformer.fast` picks the path; `fast_forward` is the glue).
 
 Forward: the keys/values of the carried and of the new memories live in one preallocated buffer in head
-layout; every step writes its memory's keys/values in place and reads its window as a view. Every step's
-activations go into preallocated (T, L, ...) buffers.
+layout; each step writes its memory's keys/values in place and reads its window as a view. Everything that
+does not depend on the recurrence (embedding, output head, keys/values of the carried memory) stays outside,
+in parallel over time. When training, every step's activations go into preallocated buffers.
 
-Backward: only gradients w.r.t. activations run step by step, in reverse time. Weight gradients are sums
-over steps and are formed once per segment, as (T·B × ·)ᵀ (T·B × ·) matmuls over the saved buffers. The
-gradient w.r.t. memory m_t comes from the steps after t that read it; in reverse time they all ran before
-step t, so at step t it is gathered from their saved score gradients and queries (for the key) and their
-dropped-out probabilities and attention-output gradients (for the value). Scores and probabilities are
-saved right-aligned in zero-padded rows ("distance layout", column W - d for distance d); one strided view
-of such a buffer reads it by absolute memory index instead, which is what the gathers need.
+Backward: only gradients w.r.t. activations run step by step, in reverse time; weight gradients are sums over
+steps, formed once per segment as (T·B × ·)ᵀ (T·B × ·) matmuls over the saved buffers. The gradient of memory
+m_t comes from the later steps that read it, all done before step t in reverse time: its key's gradient is
+sum_{t', l} dscore[t', l, m_t] q[t', l], its value's sum_{t', l} prob[t', l, m_t] dattended[t', l]. Scores'
+gradients and probabilities are saved right-aligned in zero-padded rows ("distance layout": column W - d
+for distance d), and one strided view reads such a buffer by absolute memory index instead. The steps are
+grouped in blocks of BLOCK: when a block is done, its contribution to every earlier memory is added in one
+batched matmul (kv_acc), and within a block the few remaining terms are gathered per step.
+
+Large buffers come from a pool and go back to it when the segment's graph is freed, so that training does not
+pay for fresh pages every segment.
 
 Shapes: B batch, T time (segment), D width, L layers, H heads, E head width (D / H), F feed-forward width,
 S span, n visible memories at a step (n <= S), n0 carried memories (n0 <= S), N = n0 + T memories of the
-segment, K key/value projections (1 shared, L per layer), W width of a score row (>= S).
+segment, K key/value projections (1 shared, L per layer), BH = B·H, W = S + BLOCK - 1 width of a score row.
 """
 
 from __future__ import annotations
@@ -65,16 +70,18 @@ class SegmentSpec:
 
 
 class LayerWeights(NamedTuple):
+    """One layer's parameters, in LAYER_PARAMETERS order."""
+
     norm_attn_weight: torch.Tensor
     norm_attn_bias: torch.Tensor
     query: torch.Tensor  # (D, D)
-    out: torch.Tensor  # (D, D)
+    attn_out: torch.Tensor  # (D, D)
     norm_ff_weight: torch.Tensor
     norm_ff_bias: torch.Tensor
     hidden_weight: torch.Tensor  # (F, D)
     hidden_bias: torch.Tensor  # (F,)
-    out_weight: torch.Tensor  # (D, F)
-    out_bias: torch.Tensor  # (D,)
+    ff_out_weight: torch.Tensor  # (D, F)
+    ff_out_bias: torch.Tensor  # (D,)
 
 
 def layer_norm_backward(grad, x, mean, rstd, weight):
@@ -139,13 +146,19 @@ class _BufferPool:
                 del self.last_use[key]
 
     def clear(self) -> None:
-        """Releases every free buffer."""
         with self.lock:
             self.free.clear()
             self.last_use.clear()
 
 
 _POOL = _BufferPool()
+
+
+def free_buffers() -> None:
+    """Releases the buffers kept for the next training segment (e.g. once training is over)."""
+    _POOL.clear()
+
+
 # Steps per block of the backward: a block's key/value gradients reach earlier memories in one matmul.
 BLOCK = 8
 
@@ -190,14 +203,16 @@ class _Segment:
         self.query_scaled = [w.query * self.scale for w in self.layers]  # (D, D) each
         self.kv_stack = torch.cat(kv_weights)  # (2 K D, D)
         self.mix = self._mix_coefficients()
-        self.forward_weights = [self._transposed(self.query_scaled[l], w.out, w.hidden_weight, w.out_weight)
-                                for l, w in enumerate(self.layers)]
+        self.forward_weights = [
+            self._transposed(self.query_scaled[l], w.attn_out, w.hidden_weight, w.ff_out_weight)
+            for l, w in enumerate(self.layers)
+        ]
         (self.kv_stack_t,) = self._transposed(self.kv_stack)
 
         # Keys/values of all memories in head layout; the carried ones first.
         self.kv = self.buffer(2, K, B, H, self.N, E)
-        self.kv[0, :, :, :, :n0] = keys.view(K, B, n0, H, E).transpose(2, 3)
-        self.kv[1, :, :, :, :n0] = values.view(K, B, n0, H, E).transpose(2, 3)
+        self.kv[0, :, :, :, :n0] = keys.reshape(K, B, n0, H, E).transpose(2, 3)
+        self.kv[1, :, :, :, :n0] = values.reshape(K, B, n0, H, E).transpose(2, 3)
         # Every step's state x^0 (the embedding) .. x^L (the top output).
         self.states = self.buffer(L + 1, T, B, D)
         self.states[0] = embedded.transpose(0, 1)
@@ -346,7 +361,7 @@ class _Segment:
         hidden.relu_()
         if self.p > 0:
             hidden.mul_(dropout_noise(hidden, self.p))
-        torch.add(mid, torch.addmm(w.out_bias, hidden, out_t), out=out)
+        torch.add(mid, torch.addmm(w.ff_out_bias, hidden, out_t), out=out)
 
     def _write_memory(self, t):
         """m_t from the states of step t; its keys/values go into the buffer at position n0 + t."""
@@ -507,11 +522,15 @@ class _Segment:
         c = coefficients[t + 1 : stop, :, :, self.n0 + t]  # (R, L, BH)
         v = vectors[t + 1 : stop].view(-1, L, BH, E)  # (R, L, BH, E)
         if self.K == 1:
-            torch.bmm(c.permute(2, 0, 1).reshape(BH, 1, -1), v.permute(2, 0, 1, 3).reshape(BH, -1, E),
-                      out=out.view(BH, 1, E))
+            torch.bmm(
+                c.permute(2, 0, 1).reshape(BH, 1, -1), v.permute(2, 0, 1, 3).reshape(BH, -1, E), out=out.view(BH, 1, E)
+            )
         else:
-            torch.bmm(c.permute(1, 2, 0).reshape(L * BH, 1, -1), v.permute(1, 2, 0, 3).reshape(L * BH, -1, E),
-                      out=out.view(L * BH, 1, E))
+            torch.bmm(
+                c.permute(1, 2, 0).reshape(L * BH, 1, -1),
+                v.permute(1, 2, 0, 3).reshape(L * BH, -1, E),
+                out=out.view(L * BH, 1, E),
+            )
 
     def _flush_block(self, t0):
         """Adds the key/value gradients from the steps of block [t0, t0 + BLOCK) to kv_acc for every earlier
@@ -540,7 +559,7 @@ class _Segment:
         """Gradient w.r.t. the FFN's input `mid` given grad (B, D) w.r.t. the layer output."""
         w = self.layers[l]
         _, mean, rstd = self.ff_norm_grid[l][t]
-        d_hidden = torch.mm(grad, w.out_weight)  # (B, F)
+        d_hidden = torch.mm(grad, w.ff_out_weight)  # (B, F)
         # hidden = relu(pre) * noise is > 0 exactly where both pass the gradient.
         d_pre = _threshold_backward(d_hidden, self.hidden_grid[l][t], 0, grad_input=self.d_pre_grid[l][t])
         if self.p > 0:
@@ -553,7 +572,7 @@ class _Segment:
         """out = gradient w.r.t. the layer input x given d_mid (B, D) w.r.t. x + attention."""
         B, D, BH, E, w = self.B, self.D, self.BH, self.E, self.layers[l]
         _, mean, rstd = self.attn_norm_grid[l][t]
-        d_attended = torch.mm(d_mid, w.out, out=self.d_attended_grid[l][t])  # (B, D)
+        d_attended = torch.mm(d_mid, w.attn_out, out=self.d_attended_grid[l][t])  # (B, D)
         d_dropped = torch.bmm(d_attended.view(BH, 1, E), values.transpose(1, 2))  # (BH, 1, n)
         if self.p > 0:
             d_dropped.mul_(self.noise_rows[l][t].unsqueeze(1))
@@ -593,10 +612,11 @@ class _Segment:
             d_out = torch.mm(self.d_mids[l, first:].view(-1, D).t(), self.attended[l, first:].view(-1, D))
         else:
             d_norm_attn = (torch.zeros_like(w.norm_attn_weight), torch.zeros_like(w.norm_attn_bias))
-            d_query, d_out = torch.zeros_like(w.query), torch.zeros_like(w.out)
+            d_query, d_out = torch.zeros_like(w.query), torch.zeros_like(w.attn_out)
         normed, mean, rstd = (b[l].flatten(0, 1) for b in self.ff_norm)
-        d_norm_ff = layer_norm_param_grads(self.d_ff_normed[l].view(-1, D), self.mids[l].view(-1, D),
-                                           mean, rstd, w.norm_ff_weight, w.norm_ff_bias)
+        d_norm_ff = layer_norm_param_grads(
+            self.d_ff_normed[l].view(-1, D), self.mids[l].view(-1, D), mean, rstd, w.norm_ff_weight, w.norm_ff_bias
+        )
         d_pre, d_outs = self.d_pre[l].view(-1, F), self.d_outs[l].view(-1, D)
         d_hidden = (torch.mm(d_pre.t(), normed), d_pre.sum(0))
         d_ff_out = (torch.mm(d_outs.t(), self.hidden[l].view(-1, F)), d_outs.sum(0))
@@ -604,7 +624,7 @@ class _Segment:
 
     def _carried_grads(self):
         """Gradients w.r.t. the carried keys/values (B, n0, D) or (L, B, n0, D), complete after the last flush."""
-        K, B, H, E, n0 = self.K, self.B, self.H, self.E, self.n0
+        K, B, H, n0 = self.K, self.B, self.H, self.n0
         grads = _copy(self.kv_acc[..., :n0, :].unflatten(2, (B, H)).transpose(3, 4)).view(2, K, B, n0, self.D)
         return (grads[0, 0], grads[1, 0]) if K == 1 else (grads[0], grads[1])
 
@@ -632,7 +652,7 @@ class FeedbackSegment(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, d_top, d_memories, d_keys, d_values):
-        ctx.saved_tensors  # raises if the graph was freed by an earlier backward
+        _ = ctx.saved_tensors  # raises if the graph was freed by an earlier backward
         return (None, *ctx.segment.backward(d_top, d_memories, d_keys, d_values))
 
 

@@ -120,7 +120,7 @@ class TransformerXL(nn.Module):
                 raise ValueError(f"state batch {hidden.shape[1]} differs from input batch {batch}")
             if not self.training:
                 return state
-        projected = [layer.project(h) for layer, h in zip(self.layers, hidden)]
+        projected = [layer.project(h) for layer, h in zip(self.layers, hidden, strict=True)]
         keys = torch.stack([k for k, _ in projected])  # (L, B, H, n, E)
         values = torch.stack([v for _, v in projected])
         return {"hidden": hidden, "keys": keys, "values": values}

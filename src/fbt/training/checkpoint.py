@@ -60,7 +60,13 @@ def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(
-    run_dir: Path, step: int, config: dict, weights: dict, resume_tensors: dict, resume_info: dict, keep: int = 2
+    run_dir: Path,
+    step: int,
+    config: dict,
+    weights: dict,
+    resume_tensors: dict,
+    resume_info: dict,
+    keep: int = 2,
 ) -> Path:
     """Write checkpoint `step` atomically and keep the newest `keep` checkpoints; return its directory."""
     root = Path(run_dir) / "checkpoints"

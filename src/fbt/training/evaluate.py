@@ -13,7 +13,12 @@ from fbt.training.loss import segment_loss
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, stream: SegmentStream, task: Task, device: torch.device, max_tokens: int = 0, progress: bool = False
+    model: nn.Module,
+    stream: SegmentStream,
+    task: Task,
+    device: torch.device,
+    max_tokens: int = 0,
+    progress: bool = False,
 ) -> dict:
     """Mean loss, accuracy (and bits per byte for text) over the first `max_tokens` tokens (0: all)."""
     was_training = model.training

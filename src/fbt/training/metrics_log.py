@@ -23,7 +23,12 @@ class MetricsLog:
         self.path = Path(path)
 
     def write(self, step: int, tokens: int, elapsed: float, lr: float | None, **metrics: float) -> None:
-        row = {"step": step, "tokens": tokens, "elapsed_s": f"{elapsed:.3f}", "lr": "" if lr is None else f"{lr:.6g}"}
+        row = {
+            "step": step,
+            "tokens": tokens,
+            "elapsed_s": f"{elapsed:.3f}",
+            "lr": "" if lr is None else f"{lr:.6g}",
+        }
         row.update({name: f"{value:.6g}" for name, value in metrics.items() if name in COLUMNS})
         new_file = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)

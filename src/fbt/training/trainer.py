@@ -66,7 +66,13 @@ class Trainer:
         }
         tensors = {**optimizer_tensors, **rng, **state_io.stream_state_to_flat(self.state)}
         return checkpoint.save_checkpoint(
-            self.run_dir, self.step, self.run_config, self.model.state_dict(), tensors, info, self.config.keep_checkpoints
+            self.run_dir,
+            self.step,
+            self.run_config,
+            self.model.state_dict(),
+            tensors,
+            info,
+            self.config.keep_checkpoints,
         )
 
     def resume(self) -> None:
@@ -78,7 +84,11 @@ class Trainer:
             state_io.optimizer_from_flat(self.optimizer, tensors, info["optimizer"])
             torch.set_rng_state(tensors[state_io.RNG])
             self.train_stream.load_state_dict(info["data"])
-            self.step, self.tokens, self.elapsed = int(info["step"]), int(info["tokens"]), float(info["elapsed_s"])
+            self.step, self.tokens, self.elapsed = (
+                int(info["step"]),
+                int(info["tokens"]),
+                float(info["elapsed_s"]),
+            )
         except KeyError as error:
             raise FbtError(f"{directory} is incomplete: missing {error}") from None
         self.state = state_io.stream_state_from_flat(tensors, self.device)
@@ -114,7 +124,14 @@ class Trainer:
         """Train until `steps` updates or the time budget; returns the final training and validation metrics."""
         cfg = self.config
         self.model.train()
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         window_loss, window_count, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
         session_start = time.perf_counter() - self.elapsed
         valid: dict = {}
@@ -135,7 +152,14 @@ class Trainer:
                 now = time.perf_counter()
                 speed = window_tokens / max(now - window_start, 1e-9)
                 mean = window_loss / window_count if window_count else float("nan")
-                self.log.write(self.step, self.tokens, self.elapsed, learning_rate(self.step - 1, cfg), train_loss=mean, tokens_per_s=speed)
+                self.log.write(
+                    self.step,
+                    self.tokens,
+                    self.elapsed,
+                    learning_rate(self.step - 1, cfg),
+                    train_loss=mean,
+                    tokens_per_s=speed,
+                )
                 bar.set_postfix(loss=f"{mean:.4f}", tok_s=f"{speed:,.0f}")
                 window_loss, window_count, window_tokens, window_start = 0.0, 0, 0, now
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:

@@ -1,0 +1,3 @@
+"""The split names every loader accepts."""
+
+SPLITS = ("train", "valid", "test")
