@@ -18,8 +18,8 @@ have moved since; an evaluation forward reuses them, which makes decoding cheap.
 from __future__ import annotations
 
 import math
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fbt.models.config import ModelConfig
