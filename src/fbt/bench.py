@@ -121,7 +121,7 @@ def resident_mb() -> tuple[float, float]:
 
 
 def peak_memory_mb(config: ModelConfig, batch: int, segment: int, threads: int) -> float:
-    """Peak resident memory added by two training steps (weights included), measured in a fresh process."""
+    """Peak resident memory of training once the carried state is full (weights included), in a fresh process."""
     code = (
         "import json, sys, torch\n"
         "from fbt.bench import TrainProbe, resident_mb\n"
@@ -129,7 +129,8 @@ def peak_memory_mb(config: ModelConfig, batch: int, segment: int, threads: int) 
         f"torch.set_num_threads({threads})\n"
         "base, _ = resident_mb()\n"
         f"probe = TrainProbe(ModelConfig.from_dict(json.loads(sys.argv[1])), {batch}, {segment})\n"
-        "probe.step(); probe.step()\n"
+        f"steps = {max(2, -(-config.span // segment) + 1)}  # until the carried memory is full\n"
+        "for _ in range(steps): probe.step()\n"
         "print(resident_mb()[1] - base)\n"
     )
     done = subprocess.run([sys.executable, "-c", code, json.dumps(config.to_dict())], capture_output=True, text=True)
