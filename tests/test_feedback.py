@@ -119,18 +119,22 @@ def test_first_step_has_no_memory_and_ignores_attention_weights():
     torch.testing.assert_close(before, after, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("variant", [dict(), dict(shared_kv=False)])
-def test_token_by_token_decoding_equals_parallel_segment(variant):
-    model = make(**variant).eval()
-    tokens = torch.randint(0, 11, (2, 9))
-    full, full_state = model(tokens)
+@pytest.mark.parametrize("grad", [True, False], ids=["recorded", "inference"])
+@pytest.mark.parametrize(
+    "variant", [dict(), dict(shared_kv=False), dict(shared_kv=False, memory="layer", memory_layer=2)]
+)
+def test_token_by_token_decoding_equals_parallel_segment(variant, grad):
+    model = make(**variant, span=6).eval()
+    tokens = torch.randint(0, 11, (2, 13), generator=torch.Generator().manual_seed(3))
+    full, full_state = model(tokens)  # parameters require grad: the recorded (autograd) path runs
     state, steps = None, []
-    for t in range(tokens.shape[1]):
-        logits, state = model(tokens[:, t : t + 1], state)
-        steps.append(logits)
-    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-10, atol=1e-10)
+    with torch.set_grad_enabled(grad):  # without grad, the inference path that saves nothing
+        for t in range(tokens.shape[1]):
+            logits, state = model(tokens[:, t : t + 1], state)
+            steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-10, atol=1e-12)
     for name in full_state:
-        torch.testing.assert_close(state[name], full_state[name], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(state[name], full_state[name], rtol=1e-10, atol=1e-12)
 
 
 def test_consecutive_segments_equal_one_long_segment_in_training_mode():

@@ -139,21 +139,6 @@ def test_dropout_masks_are_drawn_as_the_autograd_loop_draws_them(variant):
     )
 
 
-@pytest.mark.parametrize("variant", [dict(), dict(shared_kv=False, memory="layer", memory_layer=2)])
-def test_decoding_token_by_token_equals_full_segment(variant):
-    model = make(**variant, span=6).eval()
-    tokens = torch.randint(0, 11, (2, 13), generator=torch.Generator().manual_seed(3))
-    full, full_state = model(tokens)  # parameters require grad: the autograd Function runs
-    state, steps = None, []
-    with torch.no_grad():  # the inference path, which saves nothing
-        for t in range(tokens.shape[1]):
-            logits, state = model(tokens[:, t : t + 1], state)
-            steps.append(logits)
-    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-10, atol=1e-12)
-    for name in full_state:
-        torch.testing.assert_close(state[name], full_state[name], rtol=1e-10, atol=1e-12)
-
-
 def test_segments_reuse_buffers_without_stale_values():
     # The second backward reuses the first one's pooled buffers; a stale value would change its gradients.
     model = make(span=5)
