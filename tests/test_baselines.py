@@ -126,7 +126,8 @@ def test_feedback_cache_is_one_layer_th_of_the_transformer_xl_cache():
 
 
 def naive_xl(model: TransformerXL, tokens: torch.Tensor) -> torch.Tensor:
-    """Logits of a fresh stream, one query and one head at a time, over the last S + 1 inputs of its layer."""
+    """Logits of a fresh stream, one query and one head at a time, over the previous S inputs of its layer
+    (and its own with attend_self); a query that sees nothing adds nothing."""
     S, H, E = model.config.span, model.config.heads, model.config.head_dim
     T = tokens.shape[1]
     x = model.embed(tokens)  # (B, T, D)
@@ -135,8 +136,10 @@ def naive_xl(model: TransformerXL, tokens: torch.Tensor) -> torch.Tensor:
         q, k, v = layer.query(normed), layer.key(normed), layer.value(normed)
         attended = torch.zeros_like(x)
         for t in range(T):
-            visible = range(max(0, t - S), t + 1)
+            visible = range(max(0, t - S), t + 1 if model.config.attend_self else t)
             for h in range(H):
+                if not visible:
+                    continue
                 cols = slice(h * E, (h + 1) * E)
                 # Distance d = t - j uses column S - d of pos_keys.
                 keys = [k[:, j, cols] + model.pos_keys[:, S - (t - j)] for j in visible]
@@ -149,8 +152,9 @@ def naive_xl(model: TransformerXL, tokens: torch.Tensor) -> torch.Tensor:
     return model.head(model.norm_out(x))
 
 
-def test_transformer_xl_matches_naive_reference():
-    model = make("transformer-xl")
+@pytest.mark.parametrize("attend_self", [False, True], ids=["paper", "attend-self"])
+def test_transformer_xl_matches_naive_reference(attend_self):
+    model = make("transformer-xl", attend_self=attend_self)
     with torch.no_grad():
         model.pos_keys.normal_()  # make positions matter, so a wrong distance shows
     tokens = random_tokens(2, 14)
@@ -163,14 +167,25 @@ def test_transformer_xl_matches_naive_reference():
 
 
 def test_transformer_xl_training_recomputes_cached_keys():
-    """Training rebuilds keys/values from the cached hidden states; with the same weights nothing changes."""
-    model = make("transformer-xl")
+    """After an update, a training forward rebuilds keys/values from the cached hidden states with the new
+    weights; an evaluation forward reuses the cached ones. The reference projects the cached hidden states
+    itself, so removing the recomputation fails."""
+    model = make("transformer-xl", span=7)
     tokens = random_tokens(2, 12)
     with torch.no_grad():
-        reused, _ = run_segments(model, tokens, [5, 7])
+        _, state = model(tokens[:, :5])
+        for layer in model.layers:  # an optimiser step on the key/value side
+            layer.key.weight.add_(0.5 * torch.randn_like(layer.key.weight))
+            layer.value.weight.add_(0.5 * torch.randn_like(layer.value.weight))
+        projected = [layer.project(hidden) for layer, hidden in zip(model.layers, state["hidden"])]
+        keys, values = (torch.stack(kv) for kv in zip(*projected))
+        expected, _ = model(tokens[:, 5:], {**state, "keys": keys, "values": values})  # eval: uses these
         model.train()  # dropout is 0: only the cache path differs
-        recomputed, _ = run_segments(model, tokens, [5, 7])
-    torch.testing.assert_close(recomputed, reused, atol=ATOL, rtol=0)
+        recomputed, _ = model(tokens[:, 5:], state)
+        model.eval()
+        stale, _ = model(tokens[:, 5:], state)
+    torch.testing.assert_close(recomputed, expected, atol=ATOL, rtol=0)
+    assert not torch.allclose(stale, expected, atol=1e-6)
 
 
 def test_transformer_xl_state_holds_the_last_span_positions():

@@ -73,7 +73,7 @@ def text_run(tmp_path_factory):
 def test_code_exec_train_eval_generate(code_run, capsys):
     data, run = code_run
     assert sorted(p.name for p in data.iterdir()) == [
-        "test.txt", "test.txt.labels", "train.txt", "train.txt.labels", "valid.txt", "valid.txt.labels",
+        "generator.json", "test.txt", "test.txt.labels", "train.txt", "train.txt.labels", "valid.txt", "valid.txt.labels",
     ]  # fmt: skip
     assert main(["eval", str(run), "--json"]) == 0
     result = last_json(capsys.readouterr().out)

@@ -11,18 +11,20 @@ from fbt.data.code_exec import (
     IGNORE_INDEX,
     TOKEN_TO_ID,
     VOCAB,
+    Generator,
     generate_dataset,
     generate_program,
     load_code_exec_split,
 )
+from fbt.data.code_exec_heuristics import count_ignoring_ifs_accuracy, last_print_accuracy
 from fbt.errors import FbtError
 
 SMALL = (20, 5, 5)
 
 
-def interpret(tokens: list[str], variables: int) -> tuple[list[str], int]:
-    """Runs a program written from the rules of DESIGN.md §2, checking every rule the generator must keep;
-    returns the expected label of every token and the number of statements."""
+def interpret(tokens: list[str], variables: int, top: int = 10) -> tuple[list[str], int]:
+    """Runs a program written from the rules of DESIGN.md §2 (values 1..top), checking every rule the generator
+    must keep; returns the expected label of every token and the number of statements."""
     names = "xyzpr"[:variables]
     state: dict[str, int] = {}
     expected = ["_"] * len(tokens)
@@ -35,13 +37,13 @@ def interpret(tokens: list[str], variables: int) -> tuple[list[str], int]:
         if op == "=":
             assert v not in state, "assignment to an assigned variable"
             k = int(tokens[i + 2])
-            assert 1 <= k <= 10 and tokens[i + 3] == ";"
+            assert 1 <= k <= top and tokens[i + 3] == ";"
             if execute:
                 state[v] = k
             return i + 4
         assert op in ("++", "--") and tokens[i + 2] == ";" and v in state
         new = state[v] + (1 if op == "++" else -1)
-        assert 1 <= new <= 10, "value leaves 1..10"
+        assert 1 <= new <= top, "value leaves 1..top"
         if execute:
             state[v] = new
         return i + 3
@@ -61,12 +63,12 @@ def interpret(tokens: list[str], variables: int) -> tuple[list[str], int]:
                 right = state[b]
             else:
                 right = int(b)
-                assert 1 <= right <= 10
+                assert 1 <= right <= top
             holds = state[a] < right if op == "<" else state[a] > right
             i = simple(i + 5, holds)
         else:
             i = simple(i, True)
-        assert all(1 <= value <= 10 for value in state.values())
+        assert all(1 <= value <= top for value in state.values())
     assert i == len(tokens) - 1, "END must be the last token"
     return expected, statements
 
@@ -75,7 +77,7 @@ def interpret(tokens: list[str], variables: int) -> tuple[list[str], int]:
 def test_labels_agree_with_an_independent_interpreter(variables):
     rng = random.Random(variables)
     for _ in range(100):
-        tokens, labels = generate_program(rng, variables, 100)
+        tokens, labels = generate_program(rng, Generator(variables, 100))
         assert len(tokens) == len(labels)
         assert tokens[-1] == "END" and tokens.count("END") == 1
         assert set(tokens) <= set(VOCAB)
@@ -87,7 +89,7 @@ def test_labels_agree_with_an_independent_interpreter(variables):
 def test_program_statistics_match_the_official_data():
     # Official data (3 variables, 100 statements): ~430 tokens and ~25 prints per program.
     rng = random.Random(0)
-    programs = [generate_program(rng, 3, 100) for _ in range(200)]
+    programs = [generate_program(rng, Generator(3, 100)) for _ in range(200)]
     tokens = sum(len(t) for t, _ in programs) / len(programs)
     prints = sum(t.count("print") for t, _ in programs) / len(programs)
     assert 400 <= tokens <= 460
@@ -95,7 +97,7 @@ def test_program_statistics_match_the_official_data():
 
 
 def test_single_statement_is_an_assignment():
-    tokens, labels = generate_program(random.Random(1), 3, 1)
+    tokens, labels = generate_program(random.Random(1), Generator(3, 1))
     assert tokens[1] == "=" and tokens[-1] == "END" and set(labels) == {"_"}
 
 
@@ -118,7 +120,7 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
 
 
 def test_loader_round_trip(tmp_path):
-    generate_dataset(tmp_path, variables=5, statements=30, sizes=SMALL, seed=3)
+    generate_dataset(tmp_path, Generator(variables=5, statements=30), sizes=SMALL, seed=3)
     inputs, targets = load_code_exec_split(tmp_path, "valid")
     assert inputs.dtype == targets.dtype == torch.int64 and inputs.shape == targets.shape
     programs = (tmp_path / "valid.txt").read_text().split()
@@ -142,7 +144,7 @@ def test_loader_tolerates_trailing_whitespace(tmp_path):
 def test_loader_errors(tmp_path):
     with pytest.raises(FbtError, match="no such code-exec data directory"):
         load_code_exec_split(tmp_path / "nowhere", "train")
-    generate_dataset(tmp_path, statements=10, sizes=(3, 1, 1))
+    generate_dataset(tmp_path, Generator(statements=10), sizes=(3, 1, 1))
     with pytest.raises(FbtError, match="unknown split"):
         load_code_exec_split(tmp_path, "dev")
     (tmp_path / "valid.txt.labels").unlink()
@@ -164,20 +166,84 @@ def test_loader_errors(tmp_path):
         load_code_exec_split(tmp_path, "train")
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"variables": 0}, {"variables": 6}, {"statements": 0}, {"sizes": (1, 0, 1)}, {"sizes": (1, 1)}]
-)
+@pytest.mark.parametrize("kwargs", [{"sizes": (1, 0, 1)}, {"sizes": (1, 1)}])
 def test_generator_rejects_bad_sizes(tmp_path, kwargs):
     with pytest.raises(FbtError):
         generate_dataset(tmp_path, **kwargs)
 
 
-def test_last_print_reference_on_a_known_program():
-    from fbt.data.code_exec import last_print_accuracy
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"variables": 0},
+        {"variables": 6},
+        {"statements": 0},
+        {"max_value": 1},
+        {"max_value": 11},
+        {"weights": (1, 1, 1, 1)},
+        {"weights": (1, 1, -1, 1, 1)},
+        {"weights": (0, 1, 1, 1, 1)},
+        {"weights": (1, 0, 0, 1, 1)},
+    ],
+)
+def test_generator_rejects_bad_options(options):
+    with pytest.raises(FbtError):
+        Generator(**options)
 
-    program = "x = 3 ; print x ; x ++ ; print x ; print x ; END x = 4 ; print x ; END"
-    labels = "_ _ _ _ _ _ 3 _ _ _ _ _ 4 _ _ 4 _ _ _ _ _ _ _ 4 _"
+
+@pytest.mark.parametrize("variables,top,weights", [(1, 5, (1, 1, 1, 4, 2)), (3, 3, (1, 2, 0, 1, 1)), (2, 10, (1, 0, 1, 3, 1))])
+def test_generator_options_keep_the_rules_and_follow_the_weights(variables, top, weights):
+    rng = random.Random(5)
+    gen = Generator(variables, 60, top, weights)
+    kinds = dict.fromkeys(("=", "++", "--", "if", "print"), 0)
+    for _ in range(50):
+        tokens, labels = generate_program(rng, gen)
+        assert labels == interpret(tokens, variables, top)[0]
+        for i, token in enumerate(tokens):
+            if token in ("if", "print"):
+                kinds[token] += 1
+            elif token in ("=", "++", "--") and tokens[i - 2] != ":":  # top level, not an if's body
+                kinds[token] += 1
+    for kind, weight in zip(kinds, weights):
+        assert (kinds[kind] == 0) == (weight == 0), kind
+
+
+def test_generator_json_records_the_options(tmp_path):
+    import json
+
+    generate_dataset(tmp_path, Generator(1, 12, 5, (1, 1, 1, 4, 2)), sizes=(2, 1, 1), seed=9)
+    assert json.loads((tmp_path / "generator.json").read_text()) == {
+        "variables": 1, "statements": 12, "max_value": 5, "weights": [1.0, 1.0, 1.0, 4.0, 2.0], "seed": 9,
+        "sizes": [2, 1, 1],
+    }  # fmt: skip
+
+
+def encode(program: str, labels: str) -> tuple[torch.Tensor, torch.Tensor]:
     inputs = torch.tensor([TOKEN_TO_ID[t] for t in program.split()])
     targets = torch.tensor([IGNORE_INDEX if t == "_" else TOKEN_TO_ID[t] for t in labels.split()])
+    return inputs, targets
+
+
+def test_last_print_reference_on_a_known_program():
+    program = "x = 3 ; print x ; x ++ ; print x ; print x ; END x = 4 ; print x ; END"
+    labels = "_ _ _ _ _ _ 3 _ _ _ _ _ 4 _ _ 4 _ _ _ _ _ _ _ 4 _"
+    inputs, targets = encode(program, labels)
     # Four prints: the first of each program is wrong, "3" for the second is wrong, "4" for the third right.
     assert last_print_accuracy(inputs, targets) == 0.25
+
+
+def test_count_ignoring_ifs_on_a_known_program():
+    program = "x = 3 ; x ++ ; print x ; if x < 9 : x ++ ; print x ; y = 2 ; y -- ; print y ; END x = 5 ; print x ; END"
+    labels = "_ _ _ _ _ _ _ _ _ 4 _ _ _ _ _ _ _ _ _ _ 5 _ _ _ _ _ _ _ _ _ 1 _ _ _ _ _ _ _ 5 _"
+    inputs, targets = encode(program, labels)
+    # 4 (right), 4 for 5 (the if is ignored: wrong), 1 (right), 5 in the next program (right).
+    assert count_ignoring_ifs_accuracy(inputs, targets) == 0.75
+    assert last_print_accuracy(inputs, targets) == 0.0
+
+
+def test_count_ignoring_ifs_is_exact_without_ifs():
+    rng = random.Random(3)
+    gen = Generator(3, 50, 10, (1, 1, 1, 0, 1))
+    program, labels = zip(*(generate_program(rng, gen) for _ in range(20)))
+    inputs, targets = encode(" ".join(" ".join(p) for p in program), " ".join(" ".join(lab) for lab in labels))
+    assert count_ignoring_ifs_accuracy(inputs, targets) == 1.0

@@ -17,6 +17,9 @@ def make(**overrides):
     with torch.no_grad():  # non-zero mix weights so that a wrong layer order would show
         if hasattr(model, "memory_weights"):
             model.memory_weights.normal_()
+        for name, parameter in model.named_parameters():  # LayerNorms away from (1, 0), so that a lost one shows
+            if "norm" in name:
+                parameter.add_(0.3 * torch.randn_like(parameter))
     return model
 
 
@@ -40,6 +43,8 @@ def naive_logits(model, tokens, memories=None):
         for layer in model.layers:
             key_weight = model.key.weight if cfg.shared_kv else layer.key.weight
             value_weight = model.value.weight if cfg.shared_kv else layer.value.weight
+            # The memory is normalised before K/V: by the layer's attention norm, or by one shared norm.
+            memory_norm = model.norm_memory if cfg.shared_kv else layer.norm_attn
             if visible:
                 q = layer_norm(x, layer.norm_attn) @ layer.query.weight.T
                 heads = []
@@ -48,12 +53,15 @@ def naive_logits(model, tokens, memories=None):
                     scores = []
                     for j, memory in enumerate(visible):
                         distance = len(visible) - j  # 1 is the previous step
-                        key = (memory @ key_weight.T)[:, cols]
+                        key = (layer_norm(memory, memory_norm) @ key_weight.T)[:, cols]
                         position = model.pos_keys[:, S - distance]
                         scores.append(((q[:, cols] * key).sum(-1) + (q[:, cols] * position).sum(-1)) / math.sqrt(E))
                     weights = torch.softmax(torch.stack(scores, -1), -1)
                     heads.append(
-                        sum(weights[:, j : j + 1] * (m @ value_weight.T)[:, cols] for j, m in enumerate(visible))
+                        sum(
+                            weights[:, j : j + 1] * (layer_norm(m, memory_norm) @ value_weight.T)[:, cols]
+                            for j, m in enumerate(visible)
+                        )
                     )
                 x = x + torch.cat(heads, -1) @ layer.out.weight.T
             hidden = torch.relu(layer_norm(x, layer.norm_ff) @ layer.ff.hidden.weight.T + layer.ff.hidden.bias)
@@ -147,6 +155,28 @@ def test_consecutive_segments_equal_one_long_segment_in_training_mode():
     torch.testing.assert_close(torch.cat([first, second, third], 1), full, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("variant", [dict(), dict(shared_kv=False)], ids=["shared", "per-layer"])
+def test_training_recomputes_carried_keys_with_the_current_weights(variant):
+    """After an update, a training forward must project the carried memory with the new weights (as the naive
+    reference does); an evaluation forward reuses the cached keys/values. Fails if either path is wrong."""
+    model = make(span=4, **variant).train()
+    tokens = torch.randint(0, 11, (2, 6), generator=torch.Generator().manual_seed(4))
+    more = torch.randint(0, 11, (2, 5), generator=torch.Generator().manual_seed(5))
+    _, state = model(tokens)
+    _, memories = naive_logits(model, tokens)
+    with torch.no_grad():  # an optimiser step on the K/V side
+        for name, parameter in model.named_parameters():
+            if name.endswith(("key.weight", "value.weight", "norm_memory.weight", "norm_attn.bias")):
+                parameter.add_(0.5 * torch.randn_like(parameter))
+    expected, _ = naive_logits(model, more, memories[-4:])
+    for fast in (True, False):
+        model.fast = fast
+        trained, _ = model(more, state)
+        torch.testing.assert_close(trained, expected, rtol=1e-10, atol=1e-10)
+    stale, _ = model.eval()(more, state)  # cached keys/values from the old weights
+    assert not torch.allclose(stale, expected, atol=1e-6)
+
+
 def test_future_tokens_never_change_earlier_logits():
     model = make(span=8)
     tokens = torch.randint(0, 11, (2, 10))
@@ -174,4 +204,6 @@ def test_per_layer_kv_has_one_projection_per_layer():
     shared = build_model(ModelConfig(**TINY))
     separate = build_model(ModelConfig(**TINY, shared_kv=False))
     D = TINY["dim"]
-    assert sum(p.numel() for p in separate.parameters()) - sum(p.numel() for p in shared.parameters()) == 2 * D * D
+    # One more key and value projection (L = 2); shared K/V have their own memory norm, per-layer K/V reuse the
+    # layers' attention norms.
+    assert sum(p.numel() for p in separate.parameters()) - sum(p.numel() for p in shared.parameters()) == 2 * D * D - 2 * D

@@ -35,7 +35,7 @@ def segment_inputs(shared_kv, memory, n0, B=2, T=5, D=8, L=2, H=2, F=16, S=3):
 
     K = 1 if shared_kv else L
     kv_shape = (B, n0, D) if shared_kv else (L, B, n0, D)
-    weights = [randn(D, D) for _ in range(2 * K)]
+    weights = [randn(2 * K * D, D), randn(2 * K * D)]  # kv_stack, kv_bias
     for _ in range(L):
         shapes = [(D,), (D,), (D, D), (D, D), (D,), (D,), (F, D), (F,), (D, F), (D,)]
         layer = [randn(*shape) for shape in shapes]
@@ -53,7 +53,7 @@ def segment_inputs(shared_kv, memory, n0, B=2, T=5, D=8, L=2, H=2, F=16, S=3):
 @pytest.mark.parametrize("shared_kv", [True, False], ids=["shared", "per-layer"])
 def test_gradcheck(shared_kv, memory, n0, small_blocks):
     spec, inputs = segment_inputs(shared_kv, memory, n0)
-    assert len(inputs) == 5 + 2 * (1 if shared_kv else 2) + 2 * len(LAYER_PARAMETERS)
+    assert len(inputs) == 5 + 2 + 2 * len(LAYER_PARAMETERS)
     assert torch.autograd.gradcheck(
         lambda *x: FeedbackSegment.apply(spec, *x), inputs, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True
     )

@@ -42,6 +42,12 @@ def read_run_config(path: Path) -> tuple[ModelConfig, TrainConfig]:
     return ModelConfig.from_dict(data["model"]), TrainConfig.from_dict(data["train"])
 
 
+def load_stage(task: Task, data: str, config: TrainConfig) -> tuple[SegmentStream, SegmentStream]:
+    """Train and valid streams of one dataset."""
+    streams = [SegmentStream(*task.load_split(data, split), config.batch, config.segment) for split in ("train", "valid")]
+    return streams[0], streams[1]
+
+
 def make_trainer(
     model_config: ModelConfig,
     train_config: TrainConfig,
@@ -62,16 +68,13 @@ def make_trainer(
     task = Task(train_config.task)
     if model_config.vocab_size != task.vocab_size:
         model_config = ModelConfig.from_dict({**model_config.to_dict(), "vocab_size": task.vocab_size})
-    train_inputs, train_targets = task.load_split(train_config.data, "train")
-    valid_inputs, valid_targets = task.load_split(train_config.data, "valid")
-    train_stream = SegmentStream(train_inputs, train_targets, train_config.batch, train_config.segment)
-    valid_stream = SegmentStream(valid_inputs, valid_targets, train_config.batch, train_config.segment)
+    stages = [load_stage(task, data, train_config) for data in train_config.stages]
     torch.manual_seed(train_config.seed)
     model = build_model(model_config).to(device)
     out.mkdir(parents=True, exist_ok=True)
     config = run_config_dict(model_config, train_config)
     checkpoint.write_json_atomic(out / "config.json", config)
-    trainer = Trainer(model, train_config, task, train_stream, valid_stream, out, config, device)
+    trainer = Trainer(model, train_config, task, stages, out, config, device)
     if resume:
         trainer.resume()
     return trainer

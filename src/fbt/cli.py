@@ -10,10 +10,10 @@ import sys
 import torch
 
 from fbt import api
-from fbt.data.code_exec import generate_dataset
+from fbt.data.code_exec import OFFICIAL_WEIGHTS, Generator, generate_dataset
 from fbt.data.splits import SPLITS
 from fbt.errors import FbtError
-from fbt.models.config import MEMORY_SOURCES, MODEL_NAMES, ModelConfig
+from fbt.models.config import INITS, MEMORY_SOURCES, MODEL_NAMES, ModelConfig
 from fbt.presets import PRESETS, get_preset
 from fbt.tasks import TASK_NAMES
 from fbt.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
@@ -30,6 +30,8 @@ MODEL_FLAGS = (
     "dropout",
     "memory",
     "memory_layer",
+    "init",
+    "attend_self",
 )
 TRAIN_FLAGS = (
     "task", "data", "batch", "segment", "steps", "time_budget", "optimizer", "lr", "weight_decay", "warmup",
@@ -68,6 +70,11 @@ def add_train_parser(commands) -> None:
     model.add_argument("--kv", choices=("shared", "per-layer"), help="feedback: K/V projections of the memory")
     model.add_argument("--memory", choices=MEMORY_SOURCES, help="feedback: memory from all layers, the top, one layer")
     model.add_argument("--memory-layer", type=int, help="feedback with --memory layer: 0 embedding .. L top")
+    model.add_argument("--init", choices=INITS, help="paper: the authors' init (default); gpt2: N(0, 0.02)")
+    model.add_argument(
+        "--attend-self", action=argparse.BooleanOptionalAction,
+        help="transformer-xl: a query also sees its own position (Transformer-XL proper; the paper's baseline does not)",
+    )  # fmt: skip
     run = p.add_argument_group("data and optimisation")
     run.add_argument("--task", choices=TASK_NAMES)
     run.add_argument("--data", help="a text file (task text) or a dataset directory (task code-exec)")
@@ -99,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     code = data_kinds.add_parser("code-exec", help="the code-execution task, in the official on-disk format")
     code.add_argument("--variables", type=int, default=3, help="3 or 5 in the paper (1..5)")
     code.add_argument("--statements", type=int, default=100, help="statements per program")
+    code.add_argument("--max-value", type=int, default=10, help="values 1..K (official 10)")
+    code.add_argument(
+        "--weights", type=float, nargs=5, default=list(OFFICIAL_WEIGHTS), metavar=("ASSIGN", "INC", "DEC", "IF", "PRINT"),
+        help="relative weights of the statement kinds =, ++, --, if, print (official 1 1 1 1 1)",
+    )  # fmt: skip
     code.add_argument("--train-size", type=int, default=10000)
     code.add_argument("--valid-size", type=int, default=1000)
     code.add_argument("--test-size", type=int, default=1000)
@@ -185,7 +197,8 @@ def run_command(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.command == "data":
         sizes = (args.train_size, args.valid_size, args.test_size)
-        generate_dataset(args.out, args.variables, args.statements, sizes, args.seed)
+        generator = Generator(args.variables, args.statements, args.max_value, tuple(args.weights))
+        generate_dataset(args.out, generator, sizes, args.seed)
         print(f"wrote {args.out}: {sizes[0]} train, {sizes[1]} valid, {sizes[2]} test programs")
     elif args.command == "train":
         model_config, train_config = configs_from_args(args)

@@ -13,12 +13,19 @@ data/gen_data_algo_seq.py) but from a seeded `random.Random`. Choices the rules 
   each variable is assigned once when executed, although `y =` can appear more than once in the text.
 - The statement inside an `if` obeys its own rules whether or not the condition holds: `v = k` only for an
   unassigned v, `v ++` only if v < 10, `v --` only if v > 1.
+
+Options beyond the official task (its defaults stay the official one): values 1..K (`max_value`, constants in
+`=` and in `if` comparisons too), and relative weights of the five statement kinds (=, ++, --, if, print;
+official 1, 1, 1, 1, 1), which also weigh the `=`, `++`, `--` of a statement inside an `if`. The options are
+recorded beside the data in `generator.json`.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from array import array
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,47 +44,93 @@ IGNORE_INDEX = -100  # target of unlabelled positions ("_" on disk); the default
 UNLABELLED = "_"
 
 Pick = tuple[str, str]  # (statement kind, variable or "" for an `if`)
+KINDS = ("=", "++", "--", "if", "print")
+OFFICIAL_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0)
 
 
-def _feasible_picks(state: dict[str, int], names: tuple[str, ...], nested: bool) -> tuple[list[Pick], list[float]]:
+@dataclass(frozen=True)
+class Generator:
+    """What a program is drawn from; the defaults are the paper's task (3 variables, 100 statements)."""
+
+    variables: int = 3  # the first V of x y z p r
+    statements: int = 100  # statements per program, then END
+    max_value: int = MAX_VALUE  # values 1..K
+    weights: tuple[float, ...] = OFFICIAL_WEIGHTS  # relative weights of =, ++, --, if, print
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
+        _check_variables(self.variables)
+        if not isinstance(self.statements, int) or self.statements < 1:
+            raise FbtError(f"statements must be at least 1, got {self.statements}")
+        if not isinstance(self.max_value, int) or not 2 <= self.max_value <= MAX_VALUE:
+            raise FbtError(f"max_value must be between 2 and {MAX_VALUE}, got {self.max_value}")
+        if len(self.weights) != len(KINDS) or any(not w >= 0 for w in self.weights):
+            raise FbtError(f"weights must be {len(KINDS)} numbers >= 0 for {' '.join(KINDS)}, got {self.weights}")
+        w_assign, w_inc, w_dec, w_if, _ = self.weights
+        if w_assign == 0:
+            raise FbtError("the weight of `=` must be positive: a program starts by assigning a variable")
+        if w_if > 0 and w_inc == w_dec == 0:
+            raise FbtError("an `if` needs `++` or `--` with positive weight for its body")
+
+    @property
+    def weight(self) -> dict[str, float]:
+        return dict(zip(KINDS, self.weights))
+
+    def to_dict(self) -> dict:
+        return {
+            "variables": self.variables,
+            "statements": self.statements,
+            "max_value": self.max_value,
+            "weights": list(self.weights),
+        }
+
+
+def _feasible_picks(
+    state: dict[str, int], names: tuple[str, ...], nested: bool, gen: Generator
+) -> tuple[list[Pick], list[float]]:
     """Every possible statement kind and variable, weighted by how often the official draw-and-redraw loop
-    accepts it (kind uniform over 5, then a uniform variable of the right sort). Sampling from these weights
-    gives the same distribution with no loop: at top level `=` or `print` is always possible, and inside an
-    `if` some assigned variable can always move (it cannot be both 1 and 10)."""
+    accepts it (kind drawn by weight, then a uniform variable of the right sort). Sampling from these weights
+    gives the same distribution with no loop."""
+    w = gen.weight
     assigned = [v for v in names if v in state]
     unassigned = [v for v in names if v not in state]
     picks: list[Pick] = []
     weights: list[float] = []
+
+    def add(pick: Pick, weight: float) -> None:
+        if weight > 0:
+            picks.append(pick)
+            weights.append(weight)
+
     for v in unassigned:
-        picks.append(("=", v))
-        weights.append(1 / len(unassigned))
+        add(("=", v), w["="] / len(unassigned))
     for v in assigned:
         share = 1 / len(assigned)
-        if state[v] < MAX_VALUE:
-            picks.append(("++", v))
-            weights.append(share)
+        if state[v] < gen.max_value:
+            add(("++", v), w["++"] * share)
         if state[v] > MIN_VALUE:
-            picks.append(("--", v))
-            weights.append(share)
+            add(("--", v), w["--"] * share)
         if not nested:
-            picks.append(("print", v))
-            weights.append(share)
-    if not nested and assigned:
+            add(("print", v), w["print"] * share)
+    # An `if` needs a possible body; unlike the top level, the body cannot print.
+    if not nested and assigned and _feasible_picks(state, names, True, gen)[0]:
         # Half of the `if` draws compare with a constant, half with another assigned variable.
-        picks.append(("if-constant", ""))
-        weights.append(0.5)
+        add(("if-constant", ""), w["if"] * 0.5)
         if len(assigned) >= 2:
-            picks.append(("if-variable", ""))
-            weights.append(0.5)
+            add(("if-variable", ""), w["if"] * 0.5)
     return picks, weights
 
 
-def _statement(rng: random.Random, state: dict[str, int], names: tuple[str, ...], nested: bool) -> list[str]:
+def _statement(
+    rng: random.Random, state: dict[str, int], names: tuple[str, ...], nested: bool, gen: Generator
+) -> list[str]:
     """Draws one statement, applies it to `state` and returns its tokens."""
-    picks, weights = _feasible_picks(state, names, nested)
+    picks, weights = _feasible_picks(state, names, nested, gen)
+    if not picks:  # only when every variable is assigned and print and the body kinds all have weight 0
+        raise FbtError(f"no statement can follow with weights {gen.weights}: give `print` a positive weight")
     kind, v = rng.choices(picks, weights)[0]
     if kind == "=":
-        state[v] = rng.randint(MIN_VALUE, MAX_VALUE)
+        state[v] = rng.randint(MIN_VALUE, gen.max_value)
         return [v, "=", str(state[v]), ";"]
     if kind == "++":
         state[v] += 1
@@ -93,12 +146,12 @@ def _statement(rng: random.Random, state: dict[str, int], names: tuple[str, ...]
         right, right_token = state[other], other
     else:
         left = rng.choice(assigned)
-        right = rng.randint(MIN_VALUE, MAX_VALUE)
+        right = rng.randint(MIN_VALUE, gen.max_value)
         right_token = str(right)
     op = rng.choice(("<", ">"))
     holds = state[left] < right if op == "<" else state[left] > right
     # The body sees the current state either way; a false condition discards its effect.
-    body = _statement(rng, state if holds else dict(state), names, nested=True)
+    body = _statement(rng, state if holds else dict(state), names, True, gen)
     return ["if", left, op, right_token, ":", *body]
 
 
@@ -109,17 +162,14 @@ def _check_variables(variables: int) -> None:
         )
 
 
-def generate_program(rng: random.Random, variables: int, statements: int) -> tuple[list[str], list[str]]:
-    """Tokens of one program (`statements` statements, then END) and its labels, of the same length."""
-    _check_variables(variables)
-    if statements < 1:
-        raise FbtError(f"statements must be at least 1, got {statements}")
-    names = VARIABLE_NAMES[:variables]
+def generate_program(rng: random.Random, gen: Generator) -> tuple[list[str], list[str]]:
+    """Tokens of one program (`gen.statements` statements, then END) and its labels, of the same length."""
+    names = VARIABLE_NAMES[: gen.variables]
     state: dict[str, int] = {}
     tokens: list[str] = []
     labels: list[str] = []
-    for _ in range(statements):
-        statement = _statement(rng, state, names, nested=False)
+    for _ in range(gen.statements):
+        statement = _statement(rng, state, names, False, gen)
         tokens += statement
         labels += [UNLABELLED] * len(statement)
         if statement[0] == "print":
@@ -131,19 +181,17 @@ def generate_program(rng: random.Random, variables: int, statements: int) -> tup
 
 def generate_dataset(
     out_dir: str | Path,
-    variables: int = 3,
-    statements: int = 100,
+    gen: Generator = Generator(),
     sizes: tuple[int, int, int] = (10000, 1000, 1000),
     seed: int = 0,
 ) -> Path:
-    """Writes {train,valid,test}.txt and their .labels files in the official format; returns the directory.
+    """Writes {train,valid,test}.txt and their .labels files in the official format, and generator.json with
+    the generator's options and seed; returns the directory.
 
     Each split draws from its own generator seeded by (seed, split), so the same arguments give byte-identical
-    files and a split does not depend on the sizes of the others.
+    files and a split does not depend on the sizes of the others. The official options draw exactly as before
+    the options existed.
     """
-    _check_variables(variables)
-    if statements < 1:
-        raise FbtError(f"statements must be at least 1, got {statements}")
     if len(sizes) != len(SPLITS) or any(size < 1 for size in sizes):
         raise FbtError(f"sizes must be three program counts of at least 1 (train, valid, test), got {tuple(sizes)}")
     out = Path(out_dir)
@@ -155,9 +203,11 @@ def generate_dataset(
             open(out / f"{split}.txt.labels", "w", encoding="ascii") as labels,
         ):
             for _ in tqdm(range(size), desc=split, unit="program", disable=None):
-                tokens, marks = generate_program(rng, variables, statements)
+                tokens, marks = generate_program(rng, gen)
                 programs.write(" ".join(tokens) + "\n")
                 labels.write(" ".join(marks) + "\n")
+    info = {**gen.to_dict(), "seed": seed, "sizes": list(sizes)}
+    (out / "generator.json").write_text(json.dumps(info, indent=2) + "\n")
     return out
 
 
@@ -207,21 +257,3 @@ def _encode(out: array, tokens: list[str], table: dict[str, int], path: Path, nu
 
 def _as_tensor(values: array) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(values, dtype=np.int64))  # shares the array's memory: no copy
-
-
-def last_print_accuracy(inputs: torch.Tensor, targets: torch.Tensor) -> float:
-    """Accuracy of answering each print with the value last printed for that variable (the first print of
-    a variable in a program counts as wrong): the reference a model must beat to show it tracks state."""
-    tokens = [VOCAB[i] for i in inputs.tolist()]
-    labels = targets.tolist()
-    last: dict[str, int] = {}
-    correct = total = 0
-    for index, token in enumerate(tokens):
-        if token == "END":
-            last.clear()
-        elif labels[index] != IGNORE_INDEX:  # the `;` of `print v ;`
-            variable = tokens[index - 1]
-            correct += last.get(variable) == labels[index]
-            total += 1
-            last[variable] = labels[index]
-    return correct / max(total, 1)

@@ -9,6 +9,7 @@ from fbt.errors import FbtError
 
 MODEL_NAMES = ("feedback", "transformer-xl", "gpt", "lstm")
 MEMORY_SOURCES = ("all", "top", "layer")
+INITS = ("paper", "gpt2")  # see layers.py
 
 
 @dataclass
@@ -25,6 +26,9 @@ class ModelConfig:
     shared_kv: bool = True  # feedback: one K/V projection of the memory for all layers (else one per layer)
     memory: str = "all"  # feedback: memory from "all" layers (learned softmax mix), the "top" layer, or one "layer"
     memory_layer: int = 0  # feedback with memory="layer": 0 is the embedding, L the top output
+    init: str = "paper"  # "paper": the authors' (PyTorch defaults, position keys N(0, 1)); "gpt2": N(0, 0.02)
+    attend_self: bool = False  # transformer-xl: a query also sees its own position (distance 0), as in
+    # Transformer-XL proper; False is the paper's baseline, which sees the previous `span` positions only
 
     def __post_init__(self) -> None:
         self.validate()
@@ -42,6 +46,8 @@ class ModelConfig:
             raise FbtError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.memory not in MEMORY_SOURCES:
             raise FbtError(f"unknown memory source {self.memory!r}; choose one of {', '.join(MEMORY_SOURCES)}")
+        if self.init not in INITS:
+            raise FbtError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
         if not 0 <= self.memory_layer <= self.layers:
             raise FbtError(f"memory_layer must be in 0..{self.layers}, got {self.memory_layer}")
 

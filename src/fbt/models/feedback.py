@@ -24,7 +24,7 @@ from torch import nn
 
 from fbt.models.config import ModelConfig
 from fbt.models.feedback_segment import fast_forward
-from fbt.models.layers import FeedForward, init_weights
+from fbt.models.layers import FeedForward, init_position_keys, init_weights
 
 
 class FeedbackLayer(nn.Module):
@@ -64,6 +64,7 @@ class FeedbackTransformer(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, D)
         self.layers = nn.ModuleList(FeedbackLayer(config) for _ in range(config.layers))
         if config.shared_kv:
+            self.norm_memory = nn.LayerNorm(D)
             self.key = nn.Linear(D, D, bias=False)
             self.value = nn.Linear(D, D, bias=False)
         # Column i is the key of relative distance S - i, so the n most recent memories use the last n columns.
@@ -73,8 +74,8 @@ class FeedbackTransformer(nn.Module):
             self.memory_weights = nn.Parameter(torch.zeros(config.layers + 1))
         self.norm_out = nn.LayerNorm(D)
         self.head = nn.Linear(D, config.vocab_size, bias=False)
-        init_weights(self, config.layers)
-        nn.init.normal_(self.pos_keys, std=0.02)
+        init_weights(self, config.layers, config.init)
+        init_position_keys(self.pos_keys, config.init)
         # True: the segment's recurrence runs as one autograd node with a hand-written backward
         # (feedback_segment.py). False: the plain autograd loop of `forward` below, the reference it is tested
         # against. Same logits, state and gradients up to float rounding.
@@ -82,13 +83,24 @@ class FeedbackTransformer(nn.Module):
 
     # ---- pieces that run once per segment, in parallel over time ----
 
+    def kv_projections(self) -> list[tuple[nn.LayerNorm, nn.Linear, nn.Linear]]:
+        """(norm, key, value) of each K/V projection: one shared, or one per layer.
+
+        The memory is layer-normalised before its projection, as in the authors' pre-norm code: without it
+        memory -> value -> residual -> memory is a loop with no normalisation, and training diverges. Per-layer
+        K/V use layer l's attention norm (the one its query passes through); shared K/V use one norm of their
+        own (the authors tie every layer's attention norm to layer 0's in that case; we keep queries' norms
+        per layer)."""
+        if self.config.shared_kv:
+            return [(self.norm_memory, self.key, self.value)]
+        return [(layer.norm_attn, layer.key, layer.value) for layer in self.layers]
+
     def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of memories (B, n, D): (B, n, D) shared, or (L, B, n, D) per layer."""
+        projected = [(key(norm(memory)), value(norm(memory))) for norm, key, value in self.kv_projections()]
         if self.config.shared_kv:
-            return self.key(memory), self.value(memory)
-        keys = torch.stack([layer.key(memory) for layer in self.layers])
-        values = torch.stack([layer.value(memory) for layer in self.layers])
-        return keys, values
+            return projected[0]
+        return torch.stack([k for k, _ in projected]), torch.stack([v for _, v in projected])
 
     def mix_memory(self, states: list[torch.Tensor]) -> torch.Tensor:
         """m_t from the L + 1 states [x^0 .. x^L] of one step, each (B, D)."""
@@ -112,6 +124,16 @@ class FeedbackTransformer(nn.Module):
                 return state
         keys, values = self.project_memory(memory)
         return {"memory": memory, "keys": keys, "values": values}
+
+    @torch.no_grad()
+    def diagnostics(self, state: dict | None) -> dict:
+        """What a training log shows to see a run drift: the carried memory's RMS and the layer mix."""
+        out: dict = {}
+        if state is not None and state["memory"].numel():
+            out["memory_rms"] = state["memory"].float().square().mean().sqrt().item()
+        if self.config.memory == "all":
+            out["memory_weights"] = " ".join(f"{w:.4f}" for w in torch.softmax(self.memory_weights, 0).tolist())
+        return out
 
     # ---- the recurrence ----
 

@@ -191,8 +191,10 @@ class _Segment:
         self.B, self.T, self.D, self.H, self.E, self.S, self.K, self.n0 = B, T, D, H, E, S, K, n0
         self.BH, self.N, self.p = B * H, n0 + T, spec.dropout
         self.visible = [min(n0 + t, S) for t in range(T)]  # n at each step
-        kv_weights = weights[: 2 * K]  # K key weights then K value weights, each (D, D)
-        layer_params = weights[2 * K :]
+        # Key then value projections of the normalised memory, K of each, with the memory norms' affine maps
+        # folded in (see segment_weights): kv = LN0(m) @ kv_stackᵀ + kv_bias, kv_stack (2 K D, D).
+        self.kv_stack, self.kv_bias = weights[0], weights[1]
+        layer_params = weights[2:]
         L = self.L = len(layer_params) // len(LAYER_PARAMETERS)
         self.layers = [LayerWeights(*layer_params[i * 10 : (i + 1) * 10]) for i in range(L)]
         self.F = self.layers[0].hidden_weight.shape[0]
@@ -201,7 +203,6 @@ class _Segment:
         self.scale = 1.0 / math.sqrt(E)
         # Queries are computed pre-scaled, q~ = (scale Wq) LN(x), so a score is q~ . (k + p) directly.
         self.query_scaled = [w.query * self.scale for w in self.layers]  # (D, D) each
-        self.kv_stack = torch.cat(kv_weights)  # (2 K D, D)
         self.mix = self._mix_coefficients()
         self.forward_weights = [
             self._transposed(self.query_scaled[l], w.attn_out, w.hidden_weight, w.ff_out_weight)
@@ -218,6 +219,9 @@ class _Segment:
         self.states[0] = embedded.transpose(0, 1)
         self.state_grid = _grid(self.states)
         self.memories = self.buffer(T, B, D) if spec.memory == "all" else None
+        # The memories layer-normalised without affine map, LN0(m), their keys/values' input.
+        self.memory_norm = (self.buffer(T, B, D), self.buffer(T, B, 1), self.buffer(T, B, 1))
+        self.memory_norm_grid = list(zip(*(b.unbind(0) for b in self.memory_norm)))
         if save:
             self._allocate_saved()
         else:  # nothing to write into: ops allocate their outputs
@@ -369,7 +373,8 @@ class _Segment:
         if self.spec.memory == "all":
             row = self.memories[t].view(1, -1)
             torch.mm(self.mix_weights.view(1, L + 1), self.states[:, t].view(L + 1, -1), out=row)
-        kv = torch.mm(self.all_memories()[t], self.kv_stack_t)  # (B, 2 K D)
+        normed = self._layer_norm(self.all_memories()[t], None, None, self.memory_norm_grid[t])
+        kv = torch.addmm(self.kv_bias, normed, self.kv_stack_t)  # (B, 2 K D)
         self.kv[:, :, :, :, self.n0 + t] = kv.view(B, 2, K, H, E).permute(1, 2, 0, 3, 4)
 
     def all_memories(self):
@@ -506,7 +511,9 @@ class _Segment:
         if t == T - 1 and d_new_kv == (None, None):
             d_memory = None
         else:
-            d_memory = torch.bmm(d_kv.view(2 * K, B, D), self.kv_stack.view(2 * K, D, D)).sum(0)
+            d_normed = torch.bmm(d_kv.view(2 * K, B, D), self.kv_stack.view(2 * K, D, D)).sum(0)
+            _, mean, rstd = self.memory_norm_grid[t]
+            d_memory = layer_norm_backward(d_normed, self.all_memories()[t], mean, rstd, None)
         if d_memories is not None:
             d_memory = d_memories[t] if d_memory is None else d_memory.add_(d_memories[t])
         if d_memory is not None:
@@ -588,8 +595,9 @@ class _Segment:
     def _input_grads(self):
         E = self.E
         layer_grads = [g for l in range(self.L) for g in self._layer_grads(l)]
-        memories = rows(self.all_memories())
-        kv_grads = [rows(self.d_kv[:, i, k]).t() @ memories for i in range(2) for k in range(self.K)]
+        d_kv = self.d_kv.permute(1, 2, 4, 0, 3).reshape(2 * self.K * self.D, -1)  # (2 K D, T B)
+        d_kv_stack = d_kv @ rows(self.memory_norm[0])  # (2 K D, D)
+        d_kv_bias = d_kv.sum(1)
         # Scores' gradients by distance: column W - S + c of a row belongs to pos_keys column c.
         d_pos = rows(self.queries).view(-1, E).t() @ rows(self.d_scores[..., self.W - self.S :])
         d_mix = None
@@ -597,7 +605,7 @@ class _Segment:
             d_weights = torch.mv(self.states.view(self.L + 1, -1), self.d_memories.view(-1))  # (L + 1,)
             d_mix = torch._softmax_backward_data(d_weights, self.mix_weights, 0, d_weights.dtype)
         d_keys, d_values = self._carried_grads()
-        return (self.d_embedded, d_keys, d_values, d_pos, d_mix, *kv_grads, *layer_grads)
+        return (self.d_embedded, d_keys, d_values, d_pos, d_mix, d_kv_stack, d_kv_bias, *layer_grads)
 
     def _layer_grads(self, l):
         """Layer l's parameter gradients (LAYER_PARAMETERS order): sums over steps as one matmul each."""
@@ -633,7 +641,8 @@ class FeedbackSegment(torch.autograd.Function):
     """(spec, embedded (B, T, D), keys, values (B, n0, D) or (L, B, n0, D), pos_keys (E, S),
     mix_logits (L + 1,) or None, *weights) -> top (B, T, D), memories (B, T, D), new keys, new values.
 
-    weights: the K key weights, the K value weights, then LAYER_PARAMETERS of each layer.
+    weights: kv_stack (2 K D, D) and kv_bias (2 K D,), the K key then the K value projections of the
+    normalised memory (see segment_weights), then LAYER_PARAMETERS of each layer.
     """
 
     @staticmethod
@@ -668,12 +677,16 @@ def feedback_segment(spec, embedded, keys, values, pos_keys, mix_logits, weights
 
 
 def segment_weights(model) -> list:
-    """The weights FeedbackSegment takes, from a FeedbackTransformer."""
-    if model.config.shared_kv:
-        kv = [model.key.weight, model.value.weight]
-    else:
-        kv = [layer.key.weight for layer in model.layers] + [layer.value.weight for layer in model.layers]
-    return kv + [layer.get_parameter(name) for layer in model.layers for name in LAYER_PARAMETERS]
+    """The weights FeedbackSegment takes, from a FeedbackTransformer.
+
+    A key is W LN(m) = W (g * LN0(m) + b) = (W diag(g)) LN0(m) + W b, with LN0 the norm without its affine map
+    (g, b): the segment normalises each memory once, and autograd here carries the gradients of the folded
+    weights back to W, g and b."""
+    pairs = model.kv_projections()  # K (norm, key, value) triples
+    stack = [key.weight * norm.weight for norm, key, _ in pairs] + [value.weight * norm.weight for norm, _, value in pairs]
+    bias = [key.weight @ norm.bias for norm, key, _ in pairs] + [value.weight @ norm.bias for norm, _, value in pairs]
+    layers = [layer.get_parameter(name) for layer in model.layers for name in LAYER_PARAMETERS]
+    return [torch.cat(stack), torch.cat(bias), *layers]
 
 
 def fast_forward(model, tokens: torch.Tensor, state: dict | None = None):

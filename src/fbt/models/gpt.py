@@ -71,7 +71,7 @@ class GPT(nn.Module):
         self.layers = nn.ModuleList(GPTLayer(config) for _ in range(config.layers))
         self.norm_out = nn.LayerNorm(D)
         self.head = nn.Linear(D, config.vocab_size, bias=False)
-        init_weights(self, config.layers)
+        init_weights(self, config.layers, config.init)
 
     def empty_state(self, batch: int, tokens: torch.Tensor) -> dict:
         cfg = self.config

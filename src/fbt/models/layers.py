@@ -1,9 +1,15 @@
 """The few blocks every Transformer-family model here shares: the feed-forward block and the weight init.
 
-Init (as in the official Feedback Transformer code and GPT-2): normal(0, 0.02) for Linear and Embedding
-weights, zero biases, and the output projections of attention and of the feed-forward block scaled by
-1/sqrt(2L), so the residual stream's variance does not grow with depth. A projection is marked as such by
-its name: every nn.Linear registered under the attribute name `out` gets the scaled init.
+Two inits (`ModelConfig.init`):
+- "paper", as in the authors' code: PyTorch's defaults (Linear kaiming-uniform weights and uniform biases,
+  Embedding N(0, 1)), relative-position keys N(0, 1), and the output projections of attention and of the
+  feed-forward block (weights and biases) divided by sqrt(2L).
+- "gpt2": N(0, 0.02) for Linear and Embedding weights and position keys, zero biases, output projections
+  N(0, 0.02 / sqrt(2L)).
+Either way the output projections are scaled so that the residual stream's variance does not grow with depth.
+A projection is marked as such by its name: every nn.Linear registered under the attribute name `out`.
+With "gpt2", attention starts nearly uniform over the span and small models sat at chance far longer on
+code-exec in our measurements (benchmarks/LEARNING.md); "paper" is the default.
 """
 
 from __future__ import annotations
@@ -28,11 +34,26 @@ class FeedForward(nn.Module):
         return self.out(self.dropout(F.relu(self.hidden(x))))
 
 
-def init_weights(module: nn.Module, layers: int) -> None:
-    """Apply the init above to every Linear and Embedding inside `module`; `layers` is the depth L."""
+def init_weights(module: nn.Module, layers: int, style: str) -> None:
+    """Apply the init `style` above to every Linear and Embedding inside `module`; `layers` is the depth L."""
+    shrink = 1 / math.sqrt(2 * layers)
     for name, sub in module.named_modules():
-        if isinstance(sub, (nn.Linear, nn.Embedding)):
-            scaled = isinstance(sub, nn.Linear) and name.rsplit(".", 1)[-1] == "out"
-            nn.init.normal_(sub.weight, mean=0.0, std=0.02 / math.sqrt(2 * layers) if scaled else 0.02)
-        if isinstance(sub, nn.Linear) and sub.bias is not None:
-            nn.init.zeros_(sub.bias)
+        if not isinstance(sub, (nn.Linear, nn.Embedding)):
+            continue
+        scaled = isinstance(sub, nn.Linear) and name.rsplit(".", 1)[-1] == "out"
+        if style == "paper":
+            sub.reset_parameters()
+            if scaled:
+                with torch.no_grad():
+                    sub.weight.mul_(shrink)
+                    if sub.bias is not None:
+                        sub.bias.mul_(shrink)
+        else:
+            nn.init.normal_(sub.weight, mean=0.0, std=0.02 * shrink if scaled else 0.02)
+            if isinstance(sub, nn.Linear) and sub.bias is not None:
+                nn.init.zeros_(sub.bias)
+
+
+def init_position_keys(pos_keys: torch.Tensor, style: str) -> None:
+    """Relative-position keys: N(0, 1) as the authors draw them, or N(0, 0.02)."""
+    nn.init.normal_(pos_keys, std=1.0 if style == "paper" else 0.02)

@@ -29,7 +29,7 @@ class LSTMLanguageModel(nn.Module):
         dropout = config.dropout if config.layers > 1 else 0.0
         self.lstm = nn.LSTM(D, D, config.layers, dropout=dropout, batch_first=True)
         self.head = nn.Linear(D, config.vocab_size, bias=False)
-        init_weights(self, config.layers)
+        init_weights(self, config.layers, config.init)
 
     def forward(self, tokens: torch.Tensor, state: dict | None = None) -> tuple[torch.Tensor, dict]:
         carried = None if state is None else (state["h"], state["c"])

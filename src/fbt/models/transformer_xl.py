@@ -4,10 +4,13 @@ Dai et al., "Transformer-XL: Attentive Language Models Beyond a Fixed-Length Con
 as used by Fan et al., "Addressing Some Limitations of Transformers with Feedback Memory" (arXiv 2002.09402).
 
 Layer l attends to its own layer's inputs x^l: those of the previous S tokens (carried, detached, from earlier
-segments) and those of the causal current segment, all in parallel. A query at position t sees keys at
-distances 0..S (itself and at most S earlier tokens), so the output is the same however a stream is cut into
-segments. Positions are relative, as in the feedback model: learned key embeddings p of shape (E, S + 1)
-shared by all layers, score_tj = (q_t . k_j + q_t . p_{t-j}) / sqrt(E); there are no absolute positions.
+segments) and those of the causal current segment, all in parallel. As in the paper's baseline (the authors'
+attention "doesn't include the current position"), a query at position t sees keys at distances 1..S, the S
+previous tokens only; the first token of a stream sees nothing and its attention output is zero (the authors'
+code attends to a zero-filled cache there instead). `attend_self=True` gives Transformer-XL proper, distances
+0..S. Either way the output is the same however a stream is cut into segments. Positions are relative, as in
+the feedback model: learned key embeddings p of shape (E, S + 1) shared by all layers (column S - d for
+distance d), score_tj = (q_t . k_j + q_t . p_{t-j}) / sqrt(E); there are no absolute positions.
 
 Shapes: B batch, T time (segment), D width, L layers, H heads, E head width (D / H), S span,
 n number of carried positions (n <= S), K = n + T keys per query row, V vocabulary.
@@ -27,7 +30,7 @@ import torch
 from torch import nn
 
 from fbt.models.config import ModelConfig
-from fbt.models.layers import FeedForward, init_weights
+from fbt.models.layers import FeedForward, init_position_keys, init_weights
 
 
 class XLLayer(nn.Module):
@@ -77,21 +80,26 @@ class XLLayer(nn.Module):
         # q . p for every distance 0..S, then each (query, key) pair picks the column of its distance.
         position = (q @ pos_keys).gather(-1, rel_index.expand(B, self.heads, -1, -1))  # (B, H, T, K)
         scores = (content + position) / math.sqrt(q.shape[-1])
-        scores = scores.masked_fill(masked, float("-inf"))  # every row keeps at least its own key
-        probs = self.attn_dropout(torch.softmax(scores, dim=-1))
+        # A row with no visible key (the first token of a stream, without attend_self) attends to nothing.
+        empty = masked.all(-1, keepdim=True)  # (T, 1)
+        scores = scores.masked_fill(masked, float("-inf")).masked_fill(empty, 0.0)
+        probs = self.attn_dropout(torch.softmax(scores, dim=-1).masked_fill(empty, 0.0))
         x = x + self.out((probs @ values).transpose(1, 2).reshape(B, T, D))
         return x + self.ff(self.norm_ff(x)), keys, values
 
 
-def attention_layout(n: int, T: int, S: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_layout(
+    n: int, T: int, S: int, attend_self: bool, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """For T queries over K = n + T keys: the pos_keys column of each pair and which pairs are masked.
 
     Query t sits at position n + t of [cache; segment]; key j is at distance d = n + t - j, visible when
-    0 <= d <= S. Column S - d of pos_keys holds distance d (the feedback model's convention).
+    1 <= d <= S (0 <= d with attend_self). Column S - d of pos_keys holds distance d (the feedback model's
+    convention).
     """
     queries = n + torch.arange(T, device=device)
     distance = queries[:, None] - torch.arange(n + T, device=device)[None, :]  # (T, K)
-    masked = (distance < 0) | (distance > S)
+    masked = (distance < (0 if attend_self else 1)) | (distance > S)
     return (S - distance).clamp(0, S), masked
 
 
@@ -102,12 +110,12 @@ class TransformerXL(nn.Module):
         D, E, S = config.dim, config.head_dim, config.span
         self.embed = nn.Embedding(config.vocab_size, D)
         self.layers = nn.ModuleList(XLLayer(config) for _ in range(config.layers))
-        # S + 1 columns: unlike the feedback model, a query also sees its own token (distance 0).
+        # S + 1 columns, distances 0..S (distance 0 only used with attend_self).
         self.pos_keys = nn.Parameter(torch.zeros(E, S + 1))
         self.norm_out = nn.LayerNorm(D)
         self.head = nn.Linear(D, config.vocab_size, bias=False)
-        init_weights(self, config.layers)
-        nn.init.normal_(self.pos_keys, std=0.02)
+        init_weights(self, config.layers, config.init)
+        init_position_keys(self.pos_keys, config.init)
 
     def start_state(self, state: dict | None, batch: int, like: torch.Tensor) -> dict:
         """The carried state with keys/values valid for the current weights."""
@@ -132,7 +140,7 @@ class TransformerXL(nn.Module):
         start = self.start_state(state, B, x)
         n = start["hidden"].shape[2]
         # One layout for all layers: every layer sees the same positions.
-        rel_index, masked = attention_layout(n, T, S, tokens.device)
+        rel_index, masked = attention_layout(n, T, S, self.config.attend_self, tokens.device)
         hidden, keys, values = [], [], []
         for index, layer in enumerate(self.layers):
             # Keep the last S inputs of this layer (cache first, then the segment) for the next forward.

@@ -11,7 +11,9 @@ Layout of a run directory:
         resume.json                  step, data position, optimiser hyper-parameters, counters
 
 A checkpoint is written into a temporary directory, flushed, renamed into place, and only then named in
-`latest`; an interrupted save leaves the previous checkpoint as the latest one.
+`latest`; an interrupted save leaves the previous checkpoint as the latest one. Re-saving a step that exists
+moves the old copy aside only once the new one is complete, and loading falls back to the newest complete
+checkpoint if `latest` names one that is missing or incomplete.
 """
 
 from __future__ import annotations
@@ -82,9 +84,13 @@ def save_checkpoint(
             with open(file, "rb") as handle:
                 os.fsync(handle.fileno())
         final = root / name
-        if final.exists():  # a re-save of the same step after a resume replaces the old copy
-            shutil.rmtree(final)
-        os.rename(staging, final)
+        if final.exists():  # a re-save of the same step: swap the complete new copy in, then drop the old one
+            old = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.old."))
+            os.replace(final, old / name)
+            os.rename(staging, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -103,13 +109,25 @@ def find_checkpoint(path: Path) -> Path:
         raise FbtError(f"no such run or checkpoint directory: {path}")
     if (path / "model.safetensors").exists():
         return path
-    latest = path / "checkpoints" / LATEST
-    if not latest.exists():
-        raise FbtError(f"{path} holds no checkpoint (expected {latest})")
-    checkpoint = path / "checkpoints" / latest.read_text().strip()
-    if not (checkpoint / "model.safetensors").exists():
-        raise FbtError(f"{latest} names a missing checkpoint {checkpoint.name}")
-    return checkpoint
+    root = path / "checkpoints"
+    latest = root / LATEST
+    named = root / latest.read_text().strip() if latest.exists() else None
+    if named is not None and is_complete(named):
+        return named
+    # `latest` is missing or names an incomplete checkpoint (a kill mid-save): the newest complete one.
+    for candidate in sorted(root.glob("step-*"), reverse=True):
+        if is_complete(candidate):
+            return candidate
+    if named is not None:
+        raise FbtError(f"{latest} names a missing checkpoint {named.name} and no other checkpoint is complete")
+    raise FbtError(f"{path} holds no checkpoint (expected {latest})")
+
+
+CHECKPOINT_FILES = ("model.safetensors", "resume.safetensors", "resume.json", "config.json")
+
+
+def is_complete(directory: Path) -> bool:
+    return all((directory / name).is_file() for name in CHECKPOINT_FILES)
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -31,6 +31,12 @@ class TrainConfig:
     eval_tokens: int = 65536  # tokens of the valid split per periodic evaluation (0: the whole split)
     save_every: int = 500  # steps between checkpoints (a final one is always written)
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    # Curriculum: datasets trained on, in order, before `data` (comma-separated, same task). A stage ends after
+    # `curriculum_steps` updates, or earlier once a periodic validation on the stage's own valid split reaches
+    # `curriculum_accuracy` (0: no threshold).
+    curriculum: str = ""
+    curriculum_steps: int = 0
+    curriculum_accuracy: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -51,6 +57,17 @@ class TrainConfig:
             raise FbtError(f"lr must be positive, got {self.lr}")
         if self.clip < 0 or self.time_budget < 0 or self.weight_decay < 0:
             raise FbtError("clip, time_budget and weight_decay must be >= 0")
+        if self.curriculum_steps < 0 or not 0 <= self.curriculum_accuracy <= 1:
+            raise FbtError("curriculum_steps must be >= 0 and curriculum_accuracy in [0, 1]")
+        if self.curriculum and not (self.curriculum_steps or self.curriculum_accuracy):
+            raise FbtError("a curriculum needs curriculum_steps or curriculum_accuracy to know when to advance")
+        if self.curriculum_accuracy and not self.eval_every:
+            raise FbtError("curriculum_accuracy is checked at periodic validations: set eval_every > 0")
+
+    @property
+    def stages(self) -> list[str]:
+        """Datasets in training order: the curriculum's, then `data`."""
+        return [*filter(None, (d.strip() for d in self.curriculum.split(","))), self.data]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

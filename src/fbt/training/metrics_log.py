@@ -10,11 +10,17 @@ COLUMNS = (
     "tokens",
     "elapsed_s",
     "lr",
+    "stage",  # curriculum stage (0: the first dataset)
     "train_loss",
     "tokens_per_s",
+    "grad_norm",  # before clipping, the largest of the logging window
     "valid_loss",
     "valid_accuracy",
     "valid_bits_per_byte",
+    # Feedback models: RMS of the carried memory and the learned softmax weights of x^0 .. x^L in it
+    # (space-separated).
+    "memory_rms",
+    "memory_weights",
 )
 
 
@@ -29,7 +35,10 @@ class MetricsLog:
             "elapsed_s": f"{elapsed:.3f}",
             "lr": "" if lr is None else f"{lr:.6g}",
         }
-        row.update({name: f"{value:.6g}" for name, value in metrics.items() if name in COLUMNS})
+        row.update(
+            {name: value if isinstance(value, str) else f"{value:.6g}" for name, value in metrics.items() if name in COLUMNS}
+        )
+        self._upgrade_header()
         new_file = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", newline="") as handle:
@@ -38,13 +47,22 @@ class MetricsLog:
                 writer.writeheader()
             writer.writerow(row)
 
-    def drop_after(self, step: int) -> None:
+    def _upgrade_header(self) -> None:
+        """A file written with fewer columns (an older version) is rewritten with the current ones."""
+        if not self.path.exists():
+            return
+        with open(self.path, newline="") as handle:
+            header = next(csv.reader(handle), [])
+        if tuple(header) != COLUMNS:
+            self.drop_after(None)
+
+    def drop_after(self, step: int | None) -> None:
         """Forget rows logged after `step`: a resumed run rewrites them from its checkpoint."""
         if not self.path.exists():
             return
         with open(self.path, newline="") as handle:
-            rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= step]
+            rows = [row for row in csv.DictReader(handle) if step is None or int(row["step"]) <= step]
         with open(self.path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)

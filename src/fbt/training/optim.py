@@ -17,11 +17,16 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     return torch.optim.Adam(params, lr=config.lr)
 
 
-def learning_rate(step: int, config: TrainConfig) -> float:
-    """Learning rate of update number `step` (0-based)."""
+def learning_rate(step: int, config: TrainConfig, anchor: tuple[int, float] | None = None) -> float:
+    """Learning rate of update number `step` (0-based).
+
+    The cosine decays from `lr * scale` at step `start` to zero at `config.steps`, with (start, scale) = anchor,
+    by default (warmup, 1.0). A resumed run given more steps re-anchors at its own step and current learning
+    rate (see Trainer.resume), so it goes on decaying from where it was, to zero at the new end: no jump."""
     if step < config.warmup:
         return config.lr * (step + 1) / config.warmup
     if config.schedule == "cosine":
-        progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-        return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        start, scale = anchor or (config.warmup, 1.0)
+        progress = (step - start) / max(1, config.steps - start)
+        return config.lr * scale * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
     return config.lr

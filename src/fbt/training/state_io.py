@@ -9,6 +9,7 @@ from fbt.errors import FbtError
 OPTIMIZER = "optimizer."
 STREAM = "stream_state."
 RNG = "rng.cpu"
+CUDA_RNG = "rng.cuda"
 
 
 def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

@@ -1,12 +1,17 @@
 """The training loop: truncated BPTT over parallel streams, for any model with the common interface.
 
-The trainer only assumes `logits, state = model(tokens, state)` with `state` a dict of tensors (or None).
-Everything a resumed run needs to continue the exact loss curve is checkpointed: weights, optimiser
-moments, the RNG, the data position and the carried stream state.
+The trainer only assumes `logits, state = model(tokens, state)` with `state` a dict of tensors (or None), and,
+optionally, `model.diagnostics(state)` returning extra numbers to log. Everything a resumed run needs to
+continue the exact loss curve is checkpointed: weights, optimiser moments, the RNGs, the data position, the
+curriculum stage and the carried stream state.
+
+A non-finite loss or gradient stops training with `NonFiniteError` before the optimiser step: the weights are
+never updated with it, and no checkpoint is written after it, so the last checkpoint stays the latest one.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -24,6 +29,12 @@ from fbt.training.loss import segment_loss
 from fbt.training.metrics_log import MetricsLog
 from fbt.training.optim import build_optimizer, learning_rate
 
+Stage = tuple[SegmentStream, SegmentStream | None]  # (train, valid) streams of one dataset
+
+
+class NonFiniteError(FbtError):
+    """Training produced a NaN or infinite loss or gradient."""
+
 
 class Trainer:
     def __init__(
@@ -31,8 +42,7 @@ class Trainer:
         model: nn.Module,
         config: TrainConfig,
         task: Task,
-        train_stream: SegmentStream,
-        valid_stream: SegmentStream | None,
+        stages: list[Stage],
         run_dir: Path,
         run_config: dict,
         device: torch.device,
@@ -40,8 +50,9 @@ class Trainer:
         self.model = model
         self.config = config
         self.task = task
-        self.train_stream = train_stream
-        self.valid_stream = valid_stream
+        self.stages = stages  # curriculum datasets, then the run's own data
+        self.stage = 0
+        self.stage_start = 0  # step at which the current stage began
         self.run_dir = Path(run_dir)
         self.run_config = run_config  # written beside every checkpoint
         self.device = device
@@ -49,23 +60,44 @@ class Trainer:
         self.step = 0
         self.tokens = 0
         self.elapsed = 0.0  # training seconds over all sessions of this run
+        self.anchor = (config.warmup, 1.0)  # cosine start (see learning_rate)
+        self.saved_step = -1  # step of the newest checkpoint written or loaded
         self.state: dict | None = None  # carried between segments, detached by the model
         self.log = MetricsLog(self.run_dir / "metrics.csv")
+
+    @property
+    def train_stream(self) -> SegmentStream:
+        return self.stages[self.stage][0]
+
+    @property
+    def valid_stream(self) -> SegmentStream | None:
+        return self.stages[self.stage][1]
+
+    def lr(self, step: int) -> float:
+        return learning_rate(step, self.config, self.anchor)
 
     # ---- checkpoints ----
 
     def save(self) -> Path:
+        for name, tensor in self.model.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise NonFiniteError(f"refusing to save step {self.step}: weight {name} is not finite")
         rng = {state_io.RNG: torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng[state_io.CUDA_RNG] = torch.cuda.get_rng_state(self.device)
         optimizer_tensors, optimizer_info = state_io.optimizer_to_flat(self.optimizer)
         info = {
             "step": self.step,
             "tokens": self.tokens,
             "elapsed_s": self.elapsed,
             "data": self.train_stream.state_dict(),
+            "stage": [self.stage, self.stage_start],
+            "schedule_anchor": list(self.anchor),
+            "steps": self.config.steps,
             "optimizer": optimizer_info,
         }
         tensors = {**optimizer_tensors, **rng, **state_io.stream_state_to_flat(self.state)}
-        return checkpoint.save_checkpoint(
+        directory = checkpoint.save_checkpoint(
             self.run_dir,
             self.step,
             self.run_config,
@@ -74,6 +106,8 @@ class Trainer:
             info,
             self.config.keep_checkpoints,
         )
+        self.saved_step = self.step
+        return directory
 
     def resume(self) -> None:
         directory = checkpoint.find_checkpoint(self.run_dir)
@@ -83,45 +117,87 @@ class Trainer:
         try:
             state_io.optimizer_from_flat(self.optimizer, tensors, info["optimizer"])
             torch.set_rng_state(tensors[state_io.RNG])
+            if self.device.type == "cuda" and state_io.CUDA_RNG in tensors:
+                torch.cuda.set_rng_state(tensors[state_io.CUDA_RNG], self.device)
+            self.stage, self.stage_start = (int(v) for v in info.get("stage", (0, 0)))
+            if not 0 <= self.stage < len(self.stages):
+                raise FbtError(f"{directory} is at curriculum stage {self.stage}, but the run has {len(self.stages)}")
             self.train_stream.load_state_dict(info["data"])
             self.step, self.tokens, self.elapsed = (
                 int(info["step"]),
                 int(info["tokens"]),
                 float(info["elapsed_s"]),
             )
+            saved_steps = int(info.get("steps", self.config.steps))
+            self.anchor = tuple(info.get("schedule_anchor", (self.config.warmup, 1.0)))
         except KeyError as error:
             raise FbtError(f"{directory} is incomplete: missing {error}") from None
+        if saved_steps != self.config.steps and self.step >= self.config.warmup:
+            # A new end: decay from the learning rate the run had reached (under its old end) to zero at the new.
+            old = TrainConfig.from_dict({**self.config.to_dict(), "steps": saved_steps})
+            self.anchor = (self.step, learning_rate(self.step, old, self.anchor) / self.config.lr)
         self.state = state_io.stream_state_from_flat(tensors, self.device)
+        self.saved_step = self.step
         self.log.drop_after(self.step)
 
     # ---- training ----
 
-    def train_step(self) -> tuple[float, int]:
-        """One update on the next segment; returns the mean loss over its scored positions and its token count."""
+    def train_step(self) -> tuple[float, int, float]:
+        """One update on the next segment; returns the mean loss over its scored positions (nan if none), its
+        token count and the gradient norm before clipping."""
         inputs, targets, new_stream = self.train_stream.next_segment()
         if new_stream:
             self.state = None
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.step, self.config)
+            group["lr"] = self.lr(self.step)
         logits, self.state = self.model(inputs.to(self.device), self.state)
         loss_sum, scored, _ = segment_loss(logits.float(), targets.to(self.device))
         # A segment may hold no scored position (code-exec): it then contributes no gradient.
         loss = loss_sum / max(scored, 1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.config.clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        parameters = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = nn.utils.clip_grad_norm_(parameters, self.config.clip or math.inf).item()
+        for name, value in (("loss", loss.item()), ("gradient norm", grad_norm)):
+            if not math.isfinite(value):
+                raise NonFiniteError(
+                    f"non-finite {name} ({value}) at step {self.step + 1}; nothing was updated or saved "
+                    f"(the latest checkpoint is step {max(self.saved_step, 0)}). Try a lower --lr "
+                    f"(now {self.config.lr:g}) or a tighter --clip"
+                )
         self.optimizer.step()
         self.step += 1
-        return (loss.item() if scored else float("nan")), inputs.numel()
+        return (loss.item() if scored else float("nan")), inputs.numel(), grad_norm
 
-    def validate(self) -> dict:
-        if self.valid_stream is None:
+    def validate(self, final: bool = False) -> dict:
+        """Periodic: the first eval_tokens tokens of the current stage's valid split. Final: all of the run's
+        own valid split (its `data`, after any curriculum)."""
+        stream = self.stages[-1][1] if final else self.valid_stream
+        if stream is None:
             return {}
-        return evaluate(self.model, self.valid_stream, self.task, self.device, self.config.eval_tokens)
+        return evaluate(self.model, stream, self.task, self.device, 0 if final else self.config.eval_tokens)
+
+    def diagnostics(self) -> dict:
+        report = getattr(self.model, "diagnostics", None)
+        return report(self.state) if report else {}
+
+    def maybe_advance(self, valid: dict) -> str | None:
+        """Moves to the next curriculum stage when the current one is done; returns a message if it did."""
+        cfg = self.config
+        if self.stage + 1 >= len(self.stages):
+            return None
+        by_steps = cfg.curriculum_steps and self.step - self.stage_start >= cfg.curriculum_steps
+        by_accuracy = cfg.curriculum_accuracy and valid.get("accuracy", 0.0) >= cfg.curriculum_accuracy
+        if not (by_steps or by_accuracy):
+            return None
+        self.stage += 1
+        self.stage_start = self.step
+        self.state = None  # a new dataset starts new streams
+        return f"step {self.step}: curriculum stage {self.stage} ({cfg.stages[self.stage]})"
 
     def fit(self, progress: bool = True) -> dict:
-        """Train until `steps` updates or the time budget; returns the final training and validation metrics."""
+        """Train until `steps` updates or the time budget; returns the final training metrics and a full
+        validation pass over the run's own valid split."""
         cfg = self.config
         self.model.train()
         bar = tqdm(
@@ -133,46 +209,52 @@ class Trainer:
             dynamic_ncols=True,
         )
         window_loss, window_count, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+        window_grad = 0.0
         session_start = time.perf_counter() - self.elapsed
-        valid: dict = {}
         last_loss = float("nan")
-        while self.step < cfg.steps:
-            if cfg.time_budget and self.elapsed >= cfg.time_budget:
-                break
-            loss, tokens = self.train_step()
-            self.tokens += tokens
-            self.elapsed = time.perf_counter() - session_start
-            if loss == loss:  # skip segments without scored positions
-                window_loss += loss
-                window_count += 1
-                last_loss = loss
-            window_tokens += tokens
-            bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                now = time.perf_counter()
-                speed = window_tokens / max(now - window_start, 1e-9)
-                mean = window_loss / window_count if window_count else float("nan")
-                self.log.write(
-                    self.step,
-                    self.tokens,
-                    self.elapsed,
-                    learning_rate(self.step - 1, cfg),
-                    train_loss=mean,
-                    tokens_per_s=speed,
-                )
-                bar.set_postfix(loss=f"{mean:.4f}", tok_s=f"{speed:,.0f}")
-                window_loss, window_count, window_tokens, window_start = 0.0, 0, 0, now
-            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
-                valid = self.validate()
-                self.log.write(self.step, self.tokens, self.elapsed, None, **prefixed("valid", valid))
-                bar.write(f"step {self.step}: " + ", ".join(f"valid {k} {v:.4f}" for k, v in valid.items()))
-            if self.step % cfg.save_every == 0:
-                self.save()
-        bar.close()
-        valid = self.validate()
+        try:
+            while self.step < cfg.steps:
+                if cfg.time_budget and self.elapsed >= cfg.time_budget:
+                    break
+                loss, tokens, grad_norm = self.train_step()
+                self.tokens += tokens
+                self.elapsed = time.perf_counter() - session_start
+                if loss == loss:  # skip segments without scored positions
+                    window_loss += loss
+                    window_count += 1
+                    last_loss = loss
+                window_tokens += tokens
+                window_grad = max(window_grad, grad_norm)
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    now = time.perf_counter()
+                    speed = window_tokens / max(now - window_start, 1e-9)
+                    mean = window_loss / window_count if window_count else float("nan")
+                    self.log.write(
+                        self.step, self.tokens, self.elapsed, self.lr(self.step - 1), stage=self.stage,
+                        train_loss=mean, tokens_per_s=speed, grad_norm=window_grad, **self.diagnostics(),
+                    )  # fmt: skip
+                    bar.set_postfix(loss=f"{mean:.4f}", tok_s=f"{speed:,.0f}")
+                    window_loss, window_count, window_tokens, window_start = 0.0, 0, 0, now
+                    window_grad = 0.0
+                valid: dict = {}
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                    valid = self.validate()
+                    self.log.write(self.step, self.tokens, self.elapsed, None, stage=self.stage, **prefixed("valid", valid))
+                    partial = f" (first {cfg.eval_tokens} tokens)" if cfg.eval_tokens else ""
+                    bar.write(f"step {self.step}: valid{partial} " + ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if k != "scored_tokens"))
+                advanced = self.maybe_advance(valid)
+                if advanced:
+                    bar.write(advanced)
+                if self.step % cfg.save_every == 0:
+                    self.save()
+        finally:
+            bar.close()
+        valid = self.validate(final=True)
         if valid:
-            self.log.write(self.step, self.tokens, self.elapsed, None, **prefixed("valid", valid))
-        self.save()
+            self.log.write(self.step, self.tokens, self.elapsed, None, stage=self.stage, **prefixed("valid", valid))
+        if self.step != self.saved_step:
+            self.save()
         return {
             "step": self.step,
             "tokens": self.tokens,
