@@ -73,7 +73,8 @@ def text_run(tmp_path_factory):
 def test_code_exec_train_eval_generate(code_run, capsys):
     data, run = code_run
     assert sorted(p.name for p in data.iterdir()) == [
-        "generator.json", "test.txt", "test.txt.labels", "train.txt", "train.txt.labels", "valid.txt", "valid.txt.labels",
+        "generator.json", "test.txt", "test.txt.labels", "train.txt", "train.txt.labels", "valid.txt",
+        "valid.txt.labels",
     ]  # fmt: skip
     assert main(["eval", str(run), "--json"]) == 0
     result = last_json(capsys.readouterr().out)
@@ -136,6 +137,24 @@ def test_bad_input_is_one_clear_line(tmp_path, code_run, text_run, capsys):
     assert "empty" in bad(capsys, "generate", text, "--prompt", "")
     assert "no such" in bad(capsys, "eval", tmp_path / "nowhere")
     assert "already holds a run" in bad(capsys, "train", "--out", code, "--task", "code-exec", "--data", data)
+    assert "top_p" in bad(capsys, "generate", text, "--prompt", "ab", "--top-p", "0")
+    assert "top_p" in bad(capsys, "generate", text, "--prompt", "ab", "--top-p", "-0.5")
+    assert "temperature" in bad(capsys, "generate", text, "--prompt", "ab", "--temperature", "-1")
+    assert "max_value" in bad(capsys, "data", "code-exec", "--max-value", "1", "--out", tmp_path / "d")
+    assert "weight" in bad(capsys, "data", "code-exec", "--weights", "0", "1", "1", "1", "1", "--out", tmp_path / "d")
+    assert "unknown init" in bad(capsys, *train, "--task", "text", "--data", corpus, "--init", "nonsense").replace(
+        "invalid choice", "unknown init"
+    )
+
+
+def test_eval_reads_any_dataset_in_the_official_format(tmp_path, code_run, capsys):
+    """A dataset written elsewhere (here by hand, as the authors' generator writes it: no generator.json)."""
+    _, run = code_run
+    (tmp_path / "test.txt").write_text("x = 3 ; x ++ ; print x ; END\ny = 1 ; print y ; END\n")
+    (tmp_path / "test.txt.labels").write_text("_ _ _ _ _ _ _ _ _ 4 _\n_ _ _ _ _ _ 1 _\n")
+    assert main(["eval", str(run), "--data", str(tmp_path), "--split", "test", "--json"]) == 0
+    result = last_json(capsys.readouterr().out)
+    assert result["split"] == "test" and result["accuracy"] in (0.0, 0.5, 1.0)
 
 
 def test_corrupt_checkpoint_in_a_fresh_process_is_one_line_without_traceback(code_run):

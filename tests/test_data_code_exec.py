@@ -191,7 +191,9 @@ def test_generator_rejects_bad_options(options):
         Generator(**options)
 
 
-@pytest.mark.parametrize("variables,top,weights", [(1, 5, (1, 1, 1, 4, 2)), (3, 3, (1, 2, 0, 1, 1)), (2, 10, (1, 0, 1, 3, 1))])
+@pytest.mark.parametrize(
+    "variables,top,weights", [(1, 5, (1, 1, 1, 4, 2)), (3, 3, (1, 2, 0, 1, 1)), (2, 10, (1, 0, 1, 3, 1))]
+)
 def test_generator_options_keep_the_rules_and_follow_the_weights(variables, top, weights):
     rng = random.Random(5)
     gen = Generator(variables, 60, top, weights)

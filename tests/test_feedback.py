@@ -206,4 +206,6 @@ def test_per_layer_kv_has_one_projection_per_layer():
     D = TINY["dim"]
     # One more key and value projection (L = 2); shared K/V have their own memory norm, per-layer K/V reuse the
     # layers' attention norms.
-    assert sum(p.numel() for p in separate.parameters()) - sum(p.numel() for p in shared.parameters()) == 2 * D * D - 2 * D
+    assert (
+        sum(p.numel() for p in separate.parameters()) - sum(p.numel() for p in shared.parameters()) == 2 * D * D - 2 * D
+    )

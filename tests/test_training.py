@@ -25,10 +25,11 @@ def text_file(tmp_path):
 
 def tiny_configs(text_file, model="feedback", steps=6, **train):
     model_config = ModelConfig(model=model, **TINY_MODEL)
-    train_config = TrainConfig(
+    settings = dict(
         task="text", data=str(text_file), batch=4, segment=8, steps=steps, lr=3e-3, warmup=2,
-        eval_every=0, eval_tokens=256, save_every=100, log_every=1, seed=7, **train,
+        eval_every=0, eval_tokens=256, save_every=100, log_every=1, seed=7,
     )  # fmt: skip
+    train_config = TrainConfig(**{**settings, **train})
     return model_config, train_config
 
 
@@ -107,3 +108,121 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, text_file, mon
     assert checkpoint.find_checkpoint(tmp_path / "run").name == "step-00000001"
     assert not [p for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.startswith(".step")]
     api.load_run(tmp_path / "run", "cpu")  # still loads
+
+
+def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path, text_file):
+    from fbt.training.trainer import NonFiniteError
+
+    model_config, train_config = tiny_configs(text_file, steps=6)
+    trainer = api.make_trainer(model_config, train_config, tmp_path / "run", torch.device("cpu"))
+    losses(trainer, 2)
+    trainer.save()
+    good = {name: tensor.clone() for name, tensor in trainer.model.state_dict().items()}
+    with torch.no_grad():  # a blow-up: the next forward's loss is NaN
+        trainer.model.embed.weight[:] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"non-finite loss .* at step 3.*latest checkpoint is step 2.*--lr"):
+        trainer.train_step()
+    with pytest.raises(NonFiniteError, match="refusing to save"):
+        trainer.save()
+    assert checkpoint.find_checkpoint(tmp_path / "run").name == "step-00000002"
+    resumed = api.make_trainer(model_config, train_config, tmp_path / "run", torch.device("cpu"), resume=True)
+    for name, tensor in resumed.model.state_dict().items():
+        assert torch.equal(tensor, good[name]), name
+
+
+def test_non_finite_gradient_is_caught_before_the_update(tmp_path, text_file):
+    from fbt.training.trainer import NonFiniteError
+
+    trainer = api.make_trainer(*tiny_configs(text_file), tmp_path / "run", torch.device("cpu"))
+    before = {name: tensor.clone() for name, tensor in trainer.model.state_dict().items()}
+    trainer.model.head.weight.register_hook(lambda grad: grad * float("inf"))
+    with pytest.raises(NonFiniteError, match="non-finite gradient norm"):
+        trainer.train_step()
+    for name, tensor in trainer.model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+
+
+def test_metrics_log_gradient_norm_and_feedback_memory(tmp_path, text_file):
+    import csv
+
+    api.train(*tiny_configs(text_file, steps=3), tmp_path / "run", "cpu", progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    train_rows = [row for row in rows if row["train_loss"]]
+    assert all(float(row["grad_norm"]) > 0 and float(row["memory_rms"]) > 0 for row in train_rows)
+    weights = [float(w) for w in train_rows[-1]["memory_weights"].split()]
+    assert len(weights) == TINY_MODEL["layers"] + 1 and sum(weights) == pytest.approx(1, abs=1e-3)
+
+
+def test_resave_of_the_same_step_never_touches_the_checkpoint_latest_names(tmp_path, text_file, monkeypatch):
+    trainer = api.make_trainer(*tiny_configs(text_file), tmp_path / "run", torch.device("cpu"))
+    losses(trainer, 1)
+    saved = trainer.save()
+
+    written = (saved / "model.safetensors").stat().st_mtime_ns
+
+    def deleting(*args, **kwargs):
+        raise AssertionError("a second save of the same step deleted something")
+
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", deleting)
+    assert trainer.save() == saved
+    monkeypatch.undo()
+    assert (saved / "model.safetensors").stat().st_mtime_ns == written  # kept as it was
+    api.load_run(tmp_path / "run", "cpu")
+
+
+def test_latest_naming_an_incomplete_checkpoint_falls_back_to_the_newest_complete_one(tmp_path, text_file):
+    trainer = api.make_trainer(*tiny_configs(text_file, keep_checkpoints=3), tmp_path / "run", torch.device("cpu"))
+    for _ in range(2):
+        losses(trainer, 1)
+        trainer.save()
+    (checkpoint.find_checkpoint(tmp_path / "run") / "resume.json").unlink()
+    assert checkpoint.find_checkpoint(tmp_path / "run").name == "step-00000001"
+
+
+def test_final_validation_is_a_full_pass(tmp_path, text_file):
+    result = api.train(*tiny_configs(text_file, steps=2), tmp_path / "run", "cpu", progress=False)
+    full = api.evaluate_run(tmp_path / "run", "valid", device="cpu")
+    assert result["valid_loss"] == pytest.approx(full["loss"], rel=1e-6)
+
+
+def test_extending_a_cosine_run_does_not_jump_the_learning_rate(tmp_path, text_file):
+    model_config, train_config = tiny_configs(text_file, steps=6, schedule="cosine")
+    api.train(model_config, train_config, tmp_path / "run", "cpu", progress=False)
+    _, longer = tiny_configs(text_file, steps=12, schedule="cosine")
+    trainer = api.make_trainer(model_config, longer, tmp_path / "run", torch.device("cpu"), resume=True)
+    old = [trainer.lr(step) for step in range(4, 6)]
+    new = [trainer.lr(step) for step in range(6, 12)]
+    assert new[0] <= old[-1] + 1e-12 and trainer.lr(6) > 0  # goes on decaying from where it was
+    assert all(a >= b for a, b in zip(new, new[1:])) and trainer.lr(12) == pytest.approx(0, abs=1e-12)
+
+
+def test_curriculum_advances_by_steps_logs_its_stage_and_resumes(tmp_path, text_file):
+    import csv
+
+    other = tmp_path / "other.txt"
+    other.write_text("abc " * 2000)
+    model_config, train_config = tiny_configs(text_file, steps=4, curriculum=str(other), curriculum_steps=2)
+    trainer = api.make_trainer(model_config, train_config, tmp_path / "run", torch.device("cpu"))
+    losses(trainer, 1)
+    assert trainer.maybe_advance({}) is None and trainer.stage == 0
+    losses(trainer, 1)
+    assert trainer.maybe_advance({}) and trainer.stage == 1 and trainer.state is None
+    trainer.save()
+    resumed = api.make_trainer(model_config, train_config, tmp_path / "run", torch.device("cpu"), resume=True)
+    assert resumed.stage == 1 and resumed.train_stream is resumed.stages[1][0]
+    assert resumed.fit(progress=False)["step"] == 4
+
+    api.train(model_config, train_config, tmp_path / "straight", "cpu", progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "straight" / "metrics.csv")))
+    assert [row["stage"] for row in rows if row["train_loss"]] == ["0", "0", "1", "1"]
+
+
+def test_curriculum_advances_on_validation_accuracy(tmp_path, text_file):
+    other = tmp_path / "other.txt"
+    other.write_text("abc " * 2000)
+    model_config, train_config = tiny_configs(
+        text_file, steps=2, curriculum=str(other), curriculum_accuracy=0.5, eval_every=1
+    )
+    trainer = api.make_trainer(model_config, train_config, tmp_path / "run", torch.device("cpu"))
+    assert trainer.maybe_advance({"accuracy": 0.4}) is None
+    assert trainer.maybe_advance({"accuracy": 0.6}) and trainer.stage == 1

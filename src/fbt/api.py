@@ -10,7 +10,7 @@ from torch import nn
 from fbt.data.streams import SegmentStream
 from fbt.errors import FbtError
 from fbt.models import ModelConfig, build_model
-from fbt.sampling import generate
+from fbt.sampling import check_sampling, generate
 from fbt.tasks import Task
 from fbt.training import checkpoint
 from fbt.training.config import TrainConfig
@@ -44,7 +44,9 @@ def read_run_config(path: Path) -> tuple[ModelConfig, TrainConfig]:
 
 def load_stage(task: Task, data: str, config: TrainConfig) -> tuple[SegmentStream, SegmentStream]:
     """Train and valid streams of one dataset."""
-    streams = [SegmentStream(*task.load_split(data, split), config.batch, config.segment) for split in ("train", "valid")]
+    streams = [
+        SegmentStream(*task.load_split(data, split), config.batch, config.segment) for split in ("train", "valid")
+    ]
     return streams[0], streams[1]
 
 
@@ -130,6 +132,7 @@ def generate_from_run(
     device: str = "auto",
 ) -> str:
     """Text continuing `prompt` (text runs) or the prompt program with the model's answers (code-exec runs)."""
+    check_sampling(max_new_tokens, temperature, top_k, top_p)
     model, task, _, _ = load_run(path, device)
     target_device = next(model.parameters()).device
     ids = task.encode(prompt)

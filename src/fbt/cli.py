@@ -14,7 +14,7 @@ from fbt.data.code_exec import OFFICIAL_WEIGHTS, Generator, generate_dataset
 from fbt.data.splits import SPLITS
 from fbt.errors import FbtError
 from fbt.models.config import INITS, MEMORY_SOURCES, MODEL_NAMES, ModelConfig
-from fbt.presets import PRESETS, get_preset
+from fbt.presets import PRESETS, get_preset, preset_flags
 from fbt.tasks import TASK_NAMES
 from fbt.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
@@ -36,6 +36,7 @@ MODEL_FLAGS = (
 TRAIN_FLAGS = (
     "task", "data", "batch", "segment", "steps", "time_budget", "optimizer", "lr", "weight_decay", "warmup",
     "schedule", "clip", "seed", "log_every", "eval_every", "eval_tokens", "save_every", "keep_checkpoints",
+    "curriculum", "curriculum_steps", "curriculum_accuracy",
 )  # fmt: skip
 
 
@@ -72,9 +73,10 @@ def add_train_parser(commands) -> None:
     model.add_argument("--memory-layer", type=int, help="feedback with --memory layer: 0 embedding .. L top")
     model.add_argument("--init", choices=INITS, help="paper: the authors' init (default); gpt2: N(0, 0.02)")
     model.add_argument(
-        "--attend-self", action=argparse.BooleanOptionalAction,
-        help="transformer-xl: a query also sees its own position (Transformer-XL proper; the paper's baseline does not)",
-    )  # fmt: skip
+        "--attend-self",
+        action=argparse.BooleanOptionalAction,
+        help="transformer-xl: a query also sees its own position (Transformer-XL proper; not the paper's baseline)",
+    )
     run = p.add_argument_group("data and optimisation")
     run.add_argument("--task", choices=TASK_NAMES)
     run.add_argument("--data", help="a text file (task text) or a dataset directory (task code-exec)")
@@ -94,6 +96,11 @@ def add_train_parser(commands) -> None:
     run.add_argument("--eval-tokens", type=int, help="valid tokens per periodic evaluation (0: all)")
     run.add_argument("--save-every", type=int)
     run.add_argument("--keep-checkpoints", type=int)
+    run.add_argument("--curriculum", help="datasets trained on before --data, comma-separated, in order")
+    run.add_argument("--curriculum-steps", type=int, help="updates per curriculum stage")
+    run.add_argument(
+        "--curriculum-accuracy", type=float, help="advance once a periodic validation reaches this accuracy"
+    )
     add_compute_flags(p)
 
 
@@ -108,9 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     code.add_argument("--statements", type=int, default=100, help="statements per program")
     code.add_argument("--max-value", type=int, default=10, help="values 1..K (official 10)")
     code.add_argument(
-        "--weights", type=float, nargs=5, default=list(OFFICIAL_WEIGHTS), metavar=("ASSIGN", "INC", "DEC", "IF", "PRINT"),
+        "--weights",
+        type=float,
+        nargs=5,
+        default=list(OFFICIAL_WEIGHTS),
+        metavar=("ASSIGN", "INC", "DEC", "IF", "PRINT"),
         help="relative weights of the statement kinds =, ++, --, if, print (official 1 1 1 1 1)",
-    )  # fmt: skip
+    )
     code.add_argument("--train-size", type=int, default=10000)
     code.add_argument("--valid-size", type=int, default=1000)
     code.add_argument("--test-size", type=int, default=1000)
@@ -226,7 +237,7 @@ def run_command(args: argparse.Namespace) -> None:
         run_bench_command(args)
     elif args.command == "presets":
         for name, preset in PRESETS.items():
-            print(f"{name:28} {preset['description']}\n{'':28} fbt train --preset {name} --out runs/{name}")
+            print(f"{name:28} {preset['description']}\n{'':28} {preset_flags(name)}")
 
 
 def run_bench_command(args: argparse.Namespace) -> None:

@@ -1,21 +1,40 @@
 """Named presets: model and run settings for `fbt train --preset NAME`; explicit flags override them.
 
-Every preset runs with `fbt train --preset NAME --out runs/NAME` (code-exec presets first need
-`fbt data code-exec --variables 3 --out data/code-exec-3`).
+Every preset runs with `fbt train --preset NAME --out runs/NAME`; code-exec presets first need their data,
+written by the command `fbt presets` shows beside them.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fbt.errors import FbtError
 
-SHAKESPEARE = "../shared/data/tinyshakespeare.txt"
+# Shipped with the package (public domain), so the Shakespeare presets and the demo need nothing else.
+SHAKESPEARE = str(Path(__file__).parent / "corpora" / "tinyshakespeare.txt")
 CODE_EXEC_3 = "data/code-exec-3"
+CODE_EXEC_CPU = "data/code-exec-cpu"
+
+# The CPU recipe's task (benchmarks/LEARNING.md): one variable, 30 statements, values 1..5, `if` four times
+# and `print` twice as likely as each other statement. Programs (~170 tokens) are far longer than the span.
+CPU_CODE_EXEC = {
+    "generator": {"variables": 1, "statements": 30, "max_value": 5, "weights": (1, 1, 1, 4, 2)},
+    "sizes": (10000, 1000, 1000),
+    "seed": 0,
+}
+DATA_COMMANDS = {
+    CODE_EXEC_3: f"fbt data code-exec --variables 3 --out {CODE_EXEC_3}",
+    CODE_EXEC_CPU: (
+        f"fbt data code-exec --variables 1 --statements 30 --max-value 5 --weights 1 1 1 4 2 --out {CODE_EXEC_CPU}"
+    ),
+}
 
 # The paper's code-exec setting (DESIGN.md §1): 4-layer Feedback vs 8-layer Transformer-XL, d256, FF1024,
 # 4 heads, span 100, segment 64, Adam lr 1e-4, warm-up 1000, clip 0.1, dropout 0.2. The paper trained
 # 512 streams for 50k updates on GPUs; the presets keep its model and optimiser with 32 streams.
+# The authors' code-exec runs used per-layer K/V and a baseline that does not attend to its own position.
 _PAPER_CODE_EXEC = {
-    "model": {"dim": 256, "ff": 1024, "heads": 4, "span": 100, "dropout": 0.2},
+    "model": {"dim": 256, "ff": 1024, "heads": 4, "span": 100, "dropout": 0.2, "shared_kv": False, "init": "paper"},
     "train": {
         "task": "code-exec",
         "data": CODE_EXEC_3,
@@ -45,6 +64,27 @@ _SMALL_CODE_EXEC = {
         "eval_every": 200,
         "eval_tokens": 32768,
         "save_every": 200,
+    },
+}
+
+# The CPU recipe: the paper's gap on 2 cores in minutes (benchmarks/LEARNING.md). A short span (8 memories,
+# about two statements) is the paper's "smaller memory" lever: the feedback memory still carries a variable's
+# value from step to step, while a Transformer-XL's layers reach only layers x span tokens back.
+_CPU_CODE_EXEC = {
+    "model": {"dim": 128, "ff": 512, "heads": 4, "span": 8, "dropout": 0.0, "shared_kv": True, "init": "paper"},
+    "train": {
+        "task": "code-exec",
+        "data": CODE_EXEC_CPU,
+        "batch": 32,
+        "segment": 32,
+        "steps": 2500,
+        "lr": 1e-3,
+        "warmup": 100,
+        "schedule": "cosine",
+        "clip": 1.0,
+        "eval_every": 250,
+        "eval_tokens": 16384,
+        "save_every": 500,
     },
 }
 
@@ -84,6 +124,18 @@ PRESETS: dict[str, dict] = {
         model="transformer-xl",
         layers=4,
     ),
+    "code-exec-feedback-cpu": _preset(
+        _CPU_CODE_EXEC,
+        "CPU recipe: Feedback, 2 layers, span 8 (the demo; ~5 min on 1 core)",
+        model="feedback",
+        layers=2,
+    ),
+    "code-exec-xl-cpu": _preset(
+        _CPU_CODE_EXEC,
+        "CPU recipe: Transformer-XL, 4 layers, span 8 (the demo's baseline)",
+        model="transformer-xl",
+        layers=4,
+    ),
     "shakespeare-feedback-small": _preset(
         _SMALL_SHAKESPEARE, "byte-level tiny Shakespeare, Feedback 4 layers", model="feedback", layers=4
     ),
@@ -94,6 +146,13 @@ PRESETS: dict[str, dict] = {
         layers=4,
     ),
 }
+
+
+def preset_flags(name: str) -> str:
+    """The command that runs a preset, with the command that writes its data first where it needs one."""
+    data = get_preset(name)["train"]["data"]
+    prefix = f"{DATA_COMMANDS[data]} && " if data in DATA_COMMANDS else ""
+    return f"{prefix}fbt train --preset {name} --out runs/{name}"
 
 
 def get_preset(name: str) -> dict:

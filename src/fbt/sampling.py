@@ -5,6 +5,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fbt.errors import FbtError
+
+
+def check_sampling(max_new_tokens: int, temperature: float, top_k: int, top_p: float) -> None:
+    """One clear error for settings that cannot sample."""
+    if max_new_tokens < 0:
+        raise FbtError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if not temperature >= 0:
+        raise FbtError(f"temperature must be >= 0 (0 picks the most likely token), got {temperature}")
+    if top_k < 0:
+        raise FbtError(f"top_k must be >= 0 (0 keeps every token), got {top_k}")
+    if not 0 < top_p <= 1:
+        raise FbtError(f"top_p must be in (0, 1], got {top_p}")
+
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """Mask logits (B, V) outside the top-k tokens and outside the smallest set with probability >= top_p."""
@@ -42,6 +56,7 @@ def generate(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Continue prompt (B, P) by max_new_tokens; returns the new tokens (B, max_new_tokens)."""
+    check_sampling(max_new_tokens, temperature, top_k, top_p)
     was_training = model.training
     model.eval()
     logits, state = model(prompt)

@@ -3,7 +3,9 @@
 Every layer at step t attends to one shared stream of memories m_{t-S} .. m_{t-1}, where
 m_t = sum_l softmax(w)_l x_t^l mixes the embedding (l = 0) and every layer's output (l = 1..L).
 The current step is never a key: its memory exists only once all layers have run, so the model runs
-token by token inside a segment. Relative positions are learned key embeddings shared by all layers:
+token by token inside a segment. As in the authors' pre-norm code, the memory is layer-normalised before its
+key/value projections (see `kv_projections`): without it memory -> value -> residual -> memory is a loop with
+no normalisation, and training diverges. Relative positions are learned key embeddings shared by all layers:
 score_j = (q . k_j + q . p_{t-j}) / sqrt(head_dim).
 
 Shapes: B batch, T time (segment), D width, L layers, H heads, E head width (D / H), S span,

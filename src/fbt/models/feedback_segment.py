@@ -683,7 +683,9 @@ def segment_weights(model) -> list:
     (g, b): the segment normalises each memory once, and autograd here carries the gradients of the folded
     weights back to W, g and b."""
     pairs = model.kv_projections()  # K (norm, key, value) triples
-    stack = [key.weight * norm.weight for norm, key, _ in pairs] + [value.weight * norm.weight for norm, _, value in pairs]
+    stack = [key.weight * norm.weight for norm, key, _ in pairs] + [
+        value.weight * norm.weight for norm, _, value in pairs
+    ]
     bias = [key.weight @ norm.bias for norm, key, _ in pairs] + [value.weight @ norm.bias for norm, _, value in pairs]
     layers = [layer.get_parameter(name) for layer in model.layers for name in LAYER_PARAMETERS]
     return [torch.cat(stack), torch.cat(bias), *layers]

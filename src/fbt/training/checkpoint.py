@@ -11,9 +11,10 @@ Layout of a run directory:
         resume.json                  step, data position, optimiser hyper-parameters, counters
 
 A checkpoint is written into a temporary directory, flushed, renamed into place, and only then named in
-`latest`; an interrupted save leaves the previous checkpoint as the latest one. Re-saving a step that exists
-moves the old copy aside only once the new one is complete, and loading falls back to the newest complete
-checkpoint if `latest` names one that is missing or incomplete.
+`latest`; an interrupted save leaves the previous checkpoint as the latest one. A complete checkpoint is never
+replaced: training is deterministic, so a second save of the same step (a resumed run that trained no further)
+keeps the first. Loading falls back to the newest complete checkpoint if `latest` names one that is missing or
+incomplete.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def save_checkpoint(
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:08d}"
+    if is_complete(root / name):
+        _point_latest(root, name)
+        return root / name
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     try:
         save_file(_contiguous(weights), staging / "model.safetensors")
@@ -84,22 +88,21 @@ def save_checkpoint(
             with open(file, "rb") as handle:
                 os.fsync(handle.fileno())
         final = root / name
-        if final.exists():  # a re-save of the same step: swap the complete new copy in, then drop the old one
-            old = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.old."))
-            os.replace(final, old / name)
-            os.rename(staging, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(staging, final)
+        shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover, never loaded
+        os.rename(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    latest_tmp = root / f".{LATEST}.tmp"
-    latest_tmp.write_text(name + "\n")
-    os.replace(latest_tmp, root / LATEST)
+    _point_latest(root, name)
     for old in sorted(root.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _point_latest(root: Path, name: str) -> None:
+    latest_tmp = root / f".{LATEST}.tmp"
+    latest_tmp.write_text(name + "\n")
+    os.replace(latest_tmp, root / LATEST)
 
 
 def find_checkpoint(path: Path) -> Path:

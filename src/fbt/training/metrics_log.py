@@ -36,7 +36,11 @@ class MetricsLog:
             "lr": "" if lr is None else f"{lr:.6g}",
         }
         row.update(
-            {name: value if isinstance(value, str) else f"{value:.6g}" for name, value in metrics.items() if name in COLUMNS}
+            {
+                name: value if isinstance(value, str) else f"{value:.6g}"
+                for name, value in metrics.items()
+                if name in COLUMNS
+            }
         )
         self._upgrade_header()
         new_file = not self.path.exists()

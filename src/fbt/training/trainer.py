@@ -132,10 +132,11 @@ class Trainer:
             self.anchor = tuple(info.get("schedule_anchor", (self.config.warmup, 1.0)))
         except KeyError as error:
             raise FbtError(f"{directory} is incomplete: missing {error}") from None
-        if saved_steps != self.config.steps and self.step >= self.config.warmup:
-            # A new end: decay from the learning rate the run had reached (under its old end) to zero at the new.
+        if saved_steps != self.config.steps and self.step > self.config.warmup:
+            # A new end: decay from the learning rate of the last update (under the old end) to zero at the new.
             old = TrainConfig.from_dict({**self.config.to_dict(), "steps": saved_steps})
-            self.anchor = (self.step, learning_rate(self.step, old, self.anchor) / self.config.lr)
+            last = self.step - 1
+            self.anchor = (last, learning_rate(last, old, self.anchor) / self.config.lr)
         self.state = state_io.stream_state_from_flat(tensors, self.device)
         self.saved_step = self.step
         self.log.drop_after(self.step)
@@ -240,9 +241,14 @@ class Trainer:
                 valid: dict = {}
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                     valid = self.validate()
-                    self.log.write(self.step, self.tokens, self.elapsed, None, stage=self.stage, **prefixed("valid", valid))
+                    self.log.write(
+                        self.step, self.tokens, self.elapsed, None, stage=self.stage, **prefixed("valid", valid)
+                    )
                     partial = f" (first {cfg.eval_tokens} tokens)" if cfg.eval_tokens else ""
-                    bar.write(f"step {self.step}: valid{partial} " + ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if k != "scored_tokens"))
+                    bar.write(
+                        f"step {self.step}: valid{partial} "
+                        + ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if k != "scored_tokens")
+                    )
                 advanced = self.maybe_advance(valid)
                 if advanced:
                     bar.write(advanced)
