@@ -206,7 +206,7 @@ def generate_dataset(
                 tokens, marks = generate_program(rng, gen)
                 programs.write(" ".join(tokens) + "\n")
                 labels.write(" ".join(marks) + "\n")
-    info = {**gen.to_dict(), "seed": seed, "sizes": list(sizes)}
+    info = {**gen.to_dict(), "seed": seed}
     (out / "generator.json").write_text(json.dumps(info, indent=2) + "\n")
     return out
 
