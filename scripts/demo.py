@@ -105,7 +105,7 @@ def main() -> None:
     api.train(ModelConfig.from_dict(preset["model"]), train_config, ROOT / "shakespeare", device="cpu")
     prompt = "ROMEO:\n"
     text = api.generate_from_run(ROOT / "shakespeare", prompt, 300, temperature=0.8, top_k=40, device="cpu")
-    print(prompt + text)
+    print(text)
     print("\nthe same runs by hand:", *(preset_flags(name) for name in PAIR.values()), sep="\n  ")
 
 

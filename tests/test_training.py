@@ -58,7 +58,7 @@ def test_resume_continues_the_exact_loss_curve(tmp_path, text_file, model):
     first = api.make_trainer(*tiny_configs(text_file, model, steps=4), tmp_path / "resumed", cpu)
     got = losses(first, 4)
     first.save()
-    second = api.make_trainer(*tiny_configs(text_file, model, steps=8), tmp_path / "resumed", cpu, resume=True)
+    second = api.resume_trainer(tmp_path / "resumed", cpu, {"steps": 8})
     assert second.step == 4
     got += losses(second, 4)
     assert got == expected  # bit for bit
@@ -69,9 +69,8 @@ def test_fit_writes_metrics_checkpoint_and_resumes_to_more_steps(tmp_path, text_
     result = api.train(model_config, train_config, tmp_path / "run", "cpu", progress=False)
     assert result["step"] == 4 and result["valid_bits_per_byte"] > 0
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
-    assert rows[0].startswith("step,tokens") and len(rows) == 1 + 4 + 1  # header, 4 train rows, final eval
-    _, longer = tiny_configs(text_file, steps=6)
-    result = api.train(model_config, longer, tmp_path / "run", "cpu", resume=True, progress=False)
+    assert rows[0].startswith("kind,step,tokens") and len(rows) == 1 + 4 + 1  # header, 4 train rows, final eval
+    result = api.resume(tmp_path / "run", "cpu", progress=False, steps=6)
     assert result["step"] == 6
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step-00000006"
 
@@ -125,7 +124,7 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     with pytest.raises(NonFiniteError, match="refusing to save"):
         trainer.save()
     assert checkpoint.find_checkpoint(tmp_path / "run").name == "step-00000002"
-    resumed = api.make_trainer(model_config, train_config, tmp_path / "run", torch.device("cpu"), resume=True)
+    resumed = api.resume_trainer(tmp_path / "run", torch.device("cpu"))
     for name, tensor in resumed.model.state_dict().items():
         assert torch.equal(tensor, good[name]), name
 
@@ -188,8 +187,7 @@ def test_final_validation_is_a_full_pass(tmp_path, text_file):
 def test_extending_a_cosine_run_does_not_jump_the_learning_rate(tmp_path, text_file):
     model_config, train_config = tiny_configs(text_file, steps=6, schedule="cosine")
     api.train(model_config, train_config, tmp_path / "run", "cpu", progress=False)
-    _, longer = tiny_configs(text_file, steps=12, schedule="cosine")
-    trainer = api.make_trainer(model_config, longer, tmp_path / "run", torch.device("cpu"), resume=True)
+    trainer = api.resume_trainer(tmp_path / "run", torch.device("cpu"), {"steps": 12})
     from fbt.training.optim import learning_rate
 
     last_used = learning_rate(5, train_config)  # the original run's last update, under its own end (6 steps)
@@ -210,7 +208,7 @@ def test_curriculum_advances_by_steps_logs_its_stage_and_resumes(tmp_path, text_
     losses(trainer, 1)
     assert trainer.maybe_advance({}) and trainer.stage == 1 and trainer.state is None
     trainer.save()
-    resumed = api.make_trainer(model_config, train_config, tmp_path / "run", torch.device("cpu"), resume=True)
+    resumed = api.resume_trainer(tmp_path / "run", torch.device("cpu"))
     assert resumed.stage == 1 and resumed.train_stream is resumed.stages[1][0]
     assert resumed.fit(progress=False)["step"] == 4
 

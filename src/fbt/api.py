@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from fbt.data.streams import SegmentStream
-from fbt.errors import FbtError
+from fbt.errors import FbtError, warn
 from fbt.models import ModelConfig, build_model
 from fbt.sampling import check_sampling, generate
 from fbt.tasks import Task
 from fbt.training import checkpoint
 from fbt.training.config import TrainConfig
+from fbt.training.describe import describe
 from fbt.training.evaluate import evaluate
-from fbt.training.trainer import Trainer, load_weights
+from fbt.training.trainer import SUMMARY, Trainer, load_weights
+
+ORIGINAL_CONFIG = "config.original.json"  # the run's first config, kept once a resume changes config.json
+UNCONDITIONAL_START = "\n"  # byte-level text has no start token: unconditional samples follow a line break
+RESUME_CHANGES = ("steps", "time_budget", "data")  # what a resumed run may change
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -50,23 +58,20 @@ def load_stage(task: Task, data: str, config: TrainConfig) -> tuple[SegmentStrea
     return streams[0], streams[1]
 
 
-def make_trainer(
-    model_config: ModelConfig,
-    train_config: TrainConfig,
-    out: str | Path,
-    device: torch.device,
-    resume: bool = False,
-) -> Trainer:
-    """A trainer for a new run in `out` (which must not hold a run) or, with resume, the run saved there."""
-    out = Path(out)
-    if resume:
-        model_config, saved_train = read_run_config(out)
-        # A resumed run may only be extended: a longer step count or time budget.
-        train_config = TrainConfig.from_dict(
-            {**saved_train.to_dict(), "steps": train_config.steps, "time_budget": train_config.time_budget}
-        )
-    elif (out / "checkpoints").exists():
-        raise FbtError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+def resolve_paths(config: TrainConfig) -> TrainConfig:
+    """The run's data paths made absolute, so it evaluates and resumes from any working directory."""
+    data = str(Path(config.data).resolve()) if config.data else ""
+    curriculum = ",".join(str(Path(stage).resolve()) for stage in config.stages[:-1])
+    return dataclasses.replace(config, data=data, curriculum=curriculum)
+
+
+def check_data_exists(config: TrainConfig) -> None:
+    for stage in config.stages:
+        if stage and not Path(stage).exists():
+            raise FbtError(f"the run's data {stage} does not exist (moved?); pass --data PATH to point the run at it")
+
+
+def build_trainer(model_config: ModelConfig, train_config: TrainConfig, out: Path, device: torch.device) -> Trainer:
     task = Task(train_config.task)
     if model_config.vocab_size != task.vocab_size:
         model_config = ModelConfig.from_dict({**model_config.to_dict(), "vocab_size": task.vocab_size})
@@ -74,11 +79,76 @@ def make_trainer(
     torch.manual_seed(train_config.seed)
     model = build_model(model_config).to(device)
     out.mkdir(parents=True, exist_ok=True)
-    config = run_config_dict(model_config, train_config)
-    checkpoint.write_json_atomic(out / "config.json", config)
-    trainer = Trainer(model, train_config, task, stages, out, config, device)
-    if resume:
-        trainer.resume()
+    return Trainer(model, train_config, task, stages, out, run_config_dict(model_config, train_config), device)
+
+
+def make_trainer(
+    model_config: ModelConfig, train_config: TrainConfig, out: str | Path, device: torch.device
+) -> Trainer:
+    """A trainer for a new run in `out`, which must not hold a resumable run."""
+    out = Path(out)
+    if checkpoint.has_checkpoint(out):
+        raise FbtError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if train_config.warmup >= train_config.steps:
+        warn(f"warm-up ({train_config.warmup} steps) is not shorter than the run ({train_config.steps} steps): "
+             "the learning rate never reaches its peak")  # fmt: skip
+    trainer = build_trainer(model_config, resolve_paths(train_config), out, device)
+    # A start that stopped before its first checkpoint leaves files behind: begin them anew.
+    trainer.log.reset()
+    for stale in (ORIGINAL_CONFIG, SUMMARY):
+        (out / stale).unlink(missing_ok=True)
+    checkpoint.write_json_atomic(out / "config.json", trainer.run_config)
+    return trainer
+
+
+class NothingToDo(FbtError):
+    """A resumed run has already trained as far as asked."""
+
+
+def conflicting_settings(changes: dict, saved: dict) -> list[str]:
+    """`--flag value (the run has X)` for every requested setting that a resumed run cannot change."""
+    conflicts = []
+    for name, value in changes.items():
+        if name in RESUME_CHANGES or value == saved.get(name, value):
+            continue
+        flag = "--kv" if name == "shared_kv" else "--" + name.replace("_", "-")
+        conflicts.append(f"{flag} {value} (the run has {saved[name]})")
+    return conflicts
+
+
+def resume_trainer(out: str | Path, device: torch.device, changes: dict | None = None) -> Trainer:
+    """The trainer of the run in `out`, at its latest checkpoint. `changes` (config field -> value) may extend
+    `steps`, set this call's `time_budget` and repoint `data` to an equal-sized copy; any other setting must
+    equal the run's. A changed config is written to config.json, the first one kept as config.original.json."""
+    out, changes = Path(out), dict(changes or {})
+    if not (out / "config.json").is_file():
+        raise FbtError(f"no run to resume in {out}: expected config.json written by `fbt train`")
+    if not checkpoint.has_checkpoint(out):
+        raise FbtError(f"{out} holds no checkpoint to resume (it stopped before its first save); start it again "
+                       "without --resume")  # fmt: skip
+    model_config, saved = read_run_config(out)
+    conflicts = conflicting_settings(changes, {**model_config.to_dict(), **saved.to_dict()})
+    if conflicts:
+        raise FbtError(f"a resumed run keeps its settings, but these differ: {'; '.join(conflicts)}. Start a new "
+                       "run (another --out) to change them")  # fmt: skip
+    done = int(checkpoint.read_json(checkpoint.find_checkpoint(out) / "resume.json").get("step", 0))
+    steps = changes.get("steps") or saved.steps
+    if steps < done:
+        raise FbtError(f"{out} is already at step {done}; --steps {steps} would not train (pass --steps > {done} "
+                       "to extend it)")  # fmt: skip
+    if steps == done:
+        raise NothingToDo(f"{out} is complete at step {done}; pass --steps N > {done} to train it further")
+    plan = dataclasses.replace(
+        saved, steps=steps, data=str(Path(changes["data"]).resolve()) if changes.get("data") else saved.data
+    )
+    check_data_exists(plan)
+    if plan != saved:
+        if not (out / ORIGINAL_CONFIG).exists():
+            shutil.copyfile(out / "config.json", out / ORIGINAL_CONFIG)
+        checkpoint.write_json_atomic(out / "config.json", run_config_dict(model_config, plan))
+    session = dataclasses.replace(plan, time_budget=changes.get("time_budget") or 0.0)
+    trainer = build_trainer(model_config, session, out, device)
+    trainer.resume()
     return trainer
 
 
@@ -87,11 +157,21 @@ def train(
     train_config: TrainConfig,
     out: str | Path,
     device: str = "auto",
-    resume: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Train (or resume) a run in `out`; returns its final metrics."""
-    trainer = make_trainer(model_config, train_config, out, resolve_device(device), resume)
+    """Train a new run in `out`; returns its final metrics (also written to out/summary.json)."""
+    return fit(make_trainer(model_config, train_config, out, resolve_device(device)), progress)
+
+
+def resume(out: str | Path, device: str = "auto", progress: bool = True, **changes: object) -> dict:
+    """Continue the run in `out` from its latest checkpoint (`steps=N` extends it; see resume_trainer)."""
+    return fit(resume_trainer(out, resolve_device(device), changes), progress)
+
+
+def fit(trainer: Trainer, progress: bool = True) -> dict:
+    """Train with a header of what is trained (on stderr) and a progress bar, or silently."""
+    if progress:
+        print(describe(trainer), file=sys.stderr)
     return trainer.fit(progress=progress)
 
 
@@ -115,6 +195,8 @@ def evaluate_run(
 ) -> dict:
     """A full pass over `split` with state carried: loss, accuracy and, for text, bits per byte."""
     model, task, _, train_config = load_run(path, device)
+    if not data:
+        check_data_exists(train_config)
     inputs, targets = task.load_split(data or train_config.data, split)
     stream = SegmentStream(inputs, targets, batch or train_config.batch, segment or train_config.segment)
     target_device = next(model.parameters()).device
@@ -123,27 +205,28 @@ def evaluate_run(
 
 def generate_from_run(
     path: str | Path,
-    prompt: str,
-    max_new_tokens: int,
+    prompt: str = "",
+    max_new_tokens: int = 200,
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
     seed: int = 0,
     device: str = "auto",
 ) -> str:
-    """Text continuing `prompt` (text runs) or the prompt program with the model's answers (code-exec runs)."""
+    """Text runs: the prompt followed by its sampled continuation (an empty prompt samples unconditionally,
+    starting after a newline). Code-exec runs: the prompt program with the model's answer at every print."""
     check_sampling(max_new_tokens, temperature, top_k, top_p)
     model, task, _, _ = load_run(path, device)
     target_device = next(model.parameters()).device
-    ids = task.encode(prompt)
-    if not ids:
-        raise FbtError("the prompt is empty")
-    prompt_tensor = torch.tensor([ids], device=target_device)
     if task.name == "code-exec":
-        return answer_program(model, task, prompt_tensor)
+        if not prompt.strip():
+            raise FbtError("a code-exec run answers a program: pass one as --prompt, e.g. 'x = 3 ; print x ;'")
+        return answer_program(model, task, torch.tensor([task.encode(prompt)], device=target_device))
+    context = task.encode(prompt) or task.encode(UNCONDITIONAL_START)
     generator = torch.Generator(device=target_device).manual_seed(seed)
-    new = generate(model, prompt_tensor, max_new_tokens, temperature, top_k, top_p, generator)
-    return task.decode(new[0].tolist())
+    new = generate(model, torch.tensor([context], device=target_device), max_new_tokens, temperature, top_k, top_p,
+                   generator)  # fmt: skip
+    return prompt + task.decode(new[0].tolist())
 
 
 @torch.no_grad()

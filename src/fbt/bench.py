@@ -59,18 +59,26 @@ def forward_flops_per_token(config: ModelConfig) -> int:
     return L * (8 * D * D + 4 * D * F + attention) + head
 
 
-def measure_matmul_peak(threads: int, seconds: float = 1.0) -> float:
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock times measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_matmul_peak(device: torch.device, seconds: float = 1.0) -> float:
     """Best FLOP/s of fp32 matmuls of the shapes these models use, at the current thread count."""
     best = 0.0
     for m, k, n in ((32, 256, 1024), (512, 256, 1024), (1024, 1024, 1024)):
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        out = torch.empty(m, n)
+        a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+        out = torch.empty(m, n, device=device)
         for _ in range(3):
             torch.mm(a, b, out=out)
+        synchronize(device)
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds / 3:
             torch.mm(a, b, out=out)
             count += 1
+        synchronize(device)
         best = max(best, 2 * m * k * n * count / (time.perf_counter() - start))
     return best
 
@@ -78,11 +86,12 @@ def measure_matmul_peak(threads: int, seconds: float = 1.0) -> float:
 class TrainProbe:
     """Random-token training segments with the state carried, as `fbt train` runs them."""
 
-    def __init__(self, config: ModelConfig, batch: int, segment: int, seed: int = 0):
+    def __init__(self, config: ModelConfig, batch: int, segment: int, seed: int = 0, device: str = "cpu"):
         torch.manual_seed(seed)
-        self.model = build_model(config).train()
+        self.device = torch.device(device)
+        self.model = build_model(config).to(self.device).train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
-        self.tokens = torch.randint(0, config.vocab_size, (batch, segment + 1))
+        self.tokens = torch.randint(0, config.vocab_size, (batch, segment + 1), device=self.device)
         self.state = None
 
     def step(self) -> None:
@@ -97,11 +106,14 @@ class TrainProbe:
 def decode_rate(model: torch.nn.Module, batch: int, tokens: int, prefill: int, vocab: int) -> tuple[float, int]:
     """Tokens/s of one-token-at-a-time decoding after a `prefill`-token prompt; also the state's bytes."""
     model.eval()
-    _, state = model(torch.randint(0, vocab, (batch, prefill)))
-    feed = torch.randint(0, vocab, (batch, tokens, 1))
+    device = next(model.parameters()).device
+    _, state = model(torch.randint(0, vocab, (batch, prefill), device=device))
+    feed = torch.randint(0, vocab, (batch, tokens, 1), device=device)
+    synchronize(device)
     start = time.perf_counter()
     for t in range(tokens):
         _, state = model(feed[:, t], state)
+    synchronize(device)
     return batch * tokens / (time.perf_counter() - start), state_nbytes(state)
 
 
@@ -120,8 +132,18 @@ def resident_mb() -> tuple[float, float]:
         return peak, peak
 
 
-def peak_memory_mb(config: ModelConfig, batch: int, segment: int, threads: int) -> float:
-    """Peak resident memory of training once the carried state is full (weights included), in a fresh process."""
+def peak_memory_mb(config: ModelConfig, batch: int, segment: int, threads: int, device: torch.device) -> float:
+    """Peak memory of training once the carried state is full (weights included): resident memory of a fresh
+    process on CPU, allocated GPU memory on CUDA."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        probe = TrainProbe(config, batch, segment, device=str(device))
+        for _ in range(max(2, -(-config_span(probe) // segment) + 1)):
+            probe.step()
+        synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     code = (
         "import json, sys, torch\n"
         "from fbt.bench import TrainProbe, resident_mb\n"
@@ -153,20 +175,24 @@ def run_bench(
     decode_tokens: int = 64,
     memory: bool = True,
     progress=print,
+    device: str = "cpu",
 ) -> dict:
     torch.set_num_threads(threads)
+    target = torch.device(device)
     labelled = [parse_model_spec(spec, base) for spec in specs]
-    peak = measure_matmul_peak(threads)
-    probes = [TrainProbe(config, batch, segment) for _, config in labelled]
+    peak = measure_matmul_peak(target)
+    probes = [TrainProbe(config, batch, segment, device=device) for _, config in labelled]
     for probe in probes:  # warm-up: first-touch allocations and the carried state reach steady size
         for _ in range(max(2, -(-config_span(probe) // segment))):
             probe.step()
     times: list[list[float]] = [[] for _ in probes]
     for repeat in range(repeats):
         for index, probe in enumerate(probes):
+            synchronize(target)
             start = time.perf_counter()
             for _ in range(steps):
                 probe.step()
+            synchronize(target)
             times[index].append((time.perf_counter() - start) / steps)
         progress(f"training repetition {repeat + 1}/{repeats} done")
     results = []
@@ -191,10 +217,11 @@ def run_bench(
             entry["decode_tokens_per_s"][str(decode_batch)] = round(statistics.median(rates), 1)
             entry["state_bytes_per_token"] = nbytes // (decode_batch * max(1, config_span(probe)))
         if memory:
-            entry["peak_memory_mb"] = round(peak_memory_mb(config, batch, segment, threads), 1)
+            entry["peak_memory_mb"] = round(peak_memory_mb(config, batch, segment, threads, target), 1)
         progress(f"{label}: measured")
         results.append(entry)
     return {
+        "device": str(target),
         "threads": threads,
         "batch": batch,
         "segment": segment,
@@ -211,7 +238,7 @@ def config_span(probe: TrainProbe) -> int:
 
 def format_table(report: dict) -> str:
     lines = [
-        f"threads {report['threads']}, batch {report['batch']}, segment {report['segment']}, "
+        f"{report['device']}, threads {report['threads']}, batch {report['batch']}, segment {report['segment']}, "
         f"matmul peak {report['matmul_peak_gflops']} GFLOP/s",
         f"{'model':24} {'train tok/s':>12} {'MFU':>6} {'decode tok/s (batch)':>28} {'peak MB':>8} {'state B/tok':>11}",
     ]

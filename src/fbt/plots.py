@@ -1,4 +1,4 @@
-"""Figures people would rather look at than read: accuracy against training tokens, from metrics.csv files.
+"""Figures people would rather look at than read: loss and accuracy against training tokens, from metrics.csv files.
 
 matplotlib is an optional dependency (`pip install fbt[plot]`); it is imported when a figure is drawn.
 """
@@ -9,6 +9,18 @@ import csv
 from pathlib import Path
 
 from fbt.errors import FbtError
+from fbt.runs import read_config, read_metrics, valid_metric_name
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise FbtError("figures need matplotlib: pip install 'fbt[plot]'") from None
+    return plt
 
 
 def validation_curve(metrics_csv: Path, column: str = "valid_accuracy") -> tuple[list[int], list[float]]:
@@ -24,13 +36,7 @@ def validation_curve(metrics_csv: Path, column: str = "valid_accuracy") -> tuple
 
 def plot_accuracy_curves(curves: dict[str, Path], lines: dict[str, float], out: Path, title: str = "") -> Path:
     """Validation accuracy vs training tokens for each labelled run, with horizontal reference `lines`."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise FbtError("figures need matplotlib: pip install 'fbt[plot]'") from None
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
     for label, path in curves.items():
         tokens, accuracy = validation_curve(Path(path))
@@ -52,3 +58,72 @@ def plot_accuracy_curves(curves: dict[str, Path], lines: dict[str, float], out: 
     figure.savefig(out)
     plt.close(figure)
     return out
+
+
+# x axis choices of plot_runs: metrics.csv column -> (axis label, scale applied to the values)
+X_AXES = {"tokens": ("training tokens (millions)", 1e-6), "elapsed_s": ("training time (s)", 1.0)}
+VALID_AXES = {
+    "valid_accuracy": ("answer accuracy (valid, %)", 100.0),
+    "valid_bits_per_byte": ("bits per byte (valid)", 1.0),
+    "valid_loss": ("loss (valid, nats per token)", 1.0),
+}
+
+
+def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens") -> Path:
+    """Training loss (left) and the validation metric (right) of each run against tokens or wall-clock time.
+
+    The validation metric is the first run's (accuracy for code-exec, bits per byte for text); runs of another
+    task are left out of that panel.
+    """
+    if x not in X_AXES:
+        raise FbtError(f"unknown x axis {x!r}; choose one of {', '.join(X_AXES)}")
+    if not run_dirs:
+        raise FbtError("no runs to plot")
+    runs = []
+    for run_dir in map(Path, run_dirs):
+        config = read_config(run_dir)
+        train_rows, valid_rows = read_metrics(run_dir)
+        if not train_rows and not valid_rows:
+            raise FbtError(f"{run_dir} has no metrics yet: {run_dir / 'metrics.csv'} is missing or empty")
+        label = f"{run_dir.name} ({config['model'].get('model', '?')})"
+        runs.append((label, config["train"].get("task", "text"), train_rows, valid_rows))
+    metric = valid_metric_name(runs[0][1])
+    x_label, x_scale = X_AXES[x]
+    valid_label, valid_scale = VALID_AXES[metric]
+
+    plt = _pyplot()
+    figure, (loss_axes, valid_axes) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+    for label, task, train_rows, valid_rows in runs:
+        xs, ys = _curve(train_rows, x, "train_loss")
+        if xs:
+            loss_axes.plot([v * x_scale for v in xs], ys, linewidth=1.2, label=label)
+        if valid_metric_name(task) != metric:
+            continue
+        xs, ys = _curve(valid_rows, x, metric)
+        if xs:
+            valid_axes.plot(
+                [v * x_scale for v in xs], [v * valid_scale for v in ys], marker="o", markersize=3, label=label
+            )
+    for axes, y_label, title in (
+        (loss_axes, "training loss (nats per token)", "training loss"),
+        (valid_axes, valid_label, "validation"),
+    ):
+        axes.set_xlabel(x_label)
+        axes.set_ylabel(y_label)
+        axes.set_title(title, fontsize=9)
+        axes.grid(alpha=0.3)
+        if axes.get_lines():
+            axes.legend(fontsize=8)
+        else:
+            axes.text(0.5, 0.5, "no rows yet", ha="center", va="center", transform=axes.transAxes, color="gray")
+    figure.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out)
+    plt.close(figure)
+    return out
+
+
+def _curve(rows: list[dict], x: str, column: str) -> tuple[list[float], list[float]]:
+    points = [(row[x], row[column]) for row in rows if isinstance(row.get(x), (int, float)) and column in row]
+    return [px for px, _ in points], [float(py) for _, py in points]

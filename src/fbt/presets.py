@@ -106,44 +106,50 @@ _SMALL_SHAKESPEARE = {
 }
 
 
-def _preset(base: dict, description: str, **model: object) -> dict:
-    return {"description": description, "model": {**base["model"], **model}, "train": dict(base["train"])}
+def _preset(base: dict, description: str, expected_time: str, **model: object) -> dict:
+    """`expected_time`: the whole run (training and validations) with `fbt train`'s default threads on the
+    2-core machine of benchmarks/RESULTS.md."""
+    return {
+        "description": description,
+        "expected_time": expected_time,
+        "model": {**base["model"], **model},
+        "train": dict(base["train"]),
+    }
 
 
+# Ordered from minutes to hours.
 PRESETS: dict[str, dict] = {
-    "code-exec-feedback": _preset(_PAPER_CODE_EXEC, "paper code-exec: Feedback, 4 layers", model="feedback", layers=4),
-    "code-exec-xl": _preset(
-        _PAPER_CODE_EXEC, "paper code-exec: Transformer-XL, 8 layers", model="transformer-xl", layers=8
-    ),
     "code-exec-feedback-small": _preset(
-        _SMALL_CODE_EXEC, "small code-exec Feedback, 2 layers (minutes on CPU)", model="feedback", layers=2
+        _SMALL_CODE_EXEC, "small code-exec Feedback, 2 layers", "@FBS@", model="feedback", layers=2
     ),
     "code-exec-xl-small": _preset(
-        _SMALL_CODE_EXEC,
-        "small code-exec Transformer-XL, 4 layers (minutes on CPU)",
-        model="transformer-xl",
-        layers=4,
-    ),
-    "code-exec-feedback-cpu": _preset(
-        _CPU_CODE_EXEC,
-        "CPU recipe: Feedback, 2 layers, span 8 (the demo; ~5 min on 1 core)",
-        model="feedback",
-        layers=2,
-    ),
-    "code-exec-xl-cpu": _preset(
-        _CPU_CODE_EXEC,
-        "CPU recipe: Transformer-XL, 4 layers, span 8 (the demo's baseline)",
-        model="transformer-xl",
-        layers=4,
-    ),
-    "shakespeare-feedback-small": _preset(
-        _SMALL_SHAKESPEARE, "byte-level tiny Shakespeare, Feedback 4 layers", model="feedback", layers=4
+        _SMALL_CODE_EXEC, "small code-exec Transformer-XL, 4 layers", "@XLS@", model="transformer-xl", layers=4
     ),
     "shakespeare-gpt-small": _preset(
         _SMALL_SHAKESPEARE,
         "byte-level tiny Shakespeare, GPT 4 layers (nanoGPT baby size)",
+        "@GPT@",
         model="gpt",
         layers=4,
+    ),
+    "shakespeare-feedback-small": _preset(
+        _SMALL_SHAKESPEARE, "byte-level tiny Shakespeare, Feedback 4 layers", "@FBSH@", model="feedback", layers=4
+    ),
+    "code-exec-feedback-cpu": _preset(
+        _CPU_CODE_EXEC, "CPU recipe (the demo): Feedback, 2 layers, span 8", "@FBC@", model="feedback", layers=2
+    ),
+    "code-exec-xl-cpu": _preset(
+        _CPU_CODE_EXEC, "CPU recipe: Transformer-XL, 4 layers, span 8", "@XLC@", model="transformer-xl", layers=4
+    ),
+    "code-exec-xl": _preset(
+        _PAPER_CODE_EXEC,
+        "paper code-exec: Transformer-XL, 8 layers (a GPU job)",
+        "@XL@",
+        model="transformer-xl",
+        layers=8,
+    ),  # fmt: skip
+    "code-exec-feedback": _preset(
+        _PAPER_CODE_EXEC, "paper code-exec: Feedback, 4 layers (a GPU job)", "@FB@", model="feedback", layers=4
     ),
 }
 
@@ -153,6 +159,24 @@ def preset_flags(name: str) -> str:
     data = get_preset(name)["train"]["data"]
     prefix = f"{DATA_COMMANDS[data]} && " if data in DATA_COMMANDS else ""
     return f"{prefix}fbt train --preset {name} --out runs/{name}"
+
+
+def preset_summary(name: str) -> dict:
+    """What `fbt presets` shows: the settings that decide the cost, the expected time and the commands."""
+    preset = get_preset(name)
+    train = preset["train"]
+    data = train["data"]
+    return {
+        "description": preset["description"],
+        "model": preset["model"]["model"],
+        "layers": preset["model"]["layers"],
+        "steps": train["steps"],
+        "tokens_per_step": train["batch"] * train["segment"],
+        "data": data,
+        "data_command": DATA_COMMANDS.get(data),
+        "expected_time": preset["expected_time"],
+        "command": preset_flags(name),
+    }
 
 
 def get_preset(name: str) -> dict:

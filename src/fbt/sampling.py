@@ -59,7 +59,11 @@ def generate(
     check_sampling(max_new_tokens, temperature, top_k, top_p)
     was_training = model.training
     model.eval()
-    logits, state = model(prompt)
+    # A GPT reads at most its context per forward: a longer prompt goes in windows, its cache sliding along.
+    window = getattr(model, "max_forward_tokens", None) or prompt.shape[1]
+    state = None
+    for start in range(0, prompt.shape[1], window):
+        logits, state = model(prompt[:, start : start + window], state)
     produced = []
     for index in range(max_new_tokens):
         token = sample_next(logits[:, -1], temperature, top_k, top_p, generator)  # (B,)

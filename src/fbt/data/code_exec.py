@@ -184,9 +184,11 @@ def generate_dataset(
     gen: Generator = Generator(),
     sizes: tuple[int, int, int] = (10000, 1000, 1000),
     seed: int = 0,
+    overwrite: bool = False,
 ) -> Path:
     """Writes {train,valid,test}.txt and their .labels files in the official format, and generator.json with
-    the generator's options and seed; returns the directory.
+    the generator's options and seed; returns the directory. Files already there are an error unless
+    `overwrite`: a dataset runs were trained on is not replaced by accident.
 
     Each split draws from its own generator seeded by (seed, split), so the same arguments give byte-identical
     files and a split does not depend on the sizes of the others. The official options draw exactly as before
@@ -195,6 +197,11 @@ def generate_dataset(
     if len(sizes) != len(SPLITS) or any(size < 1 for size in sizes):
         raise FbtError(f"sizes must be three program counts of at least 1 (train, valid, test), got {tuple(sizes)}")
     out = Path(out_dir)
+    if out.is_file():
+        raise FbtError(f"{out} is a file; --out names a dataset directory")
+    existing = [name for name in dataset_files() if (out / name).exists()]
+    if existing and not overwrite:
+        raise FbtError(f"{out} already holds a dataset ({existing[0]}, ...); pass --force to replace it")
     out.mkdir(parents=True, exist_ok=True)
     for split, size in zip(SPLITS, sizes):
         rng = random.Random(f"code-exec:{seed}:{split}")  # str seeds hash stably across runs and platforms
@@ -211,6 +218,10 @@ def generate_dataset(
     return out
 
 
+def dataset_files() -> list[str]:
+    return [*(name for split in SPLITS for name in (f"{split}.txt", f"{split}.txt.labels")), "generator.json"]
+
+
 def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise FbtError(f"no such file: {path}")
@@ -224,6 +235,11 @@ def load_code_exec_split(data_dir: str | Path, split: str) -> tuple[torch.Tensor
     if split not in SPLITS:
         raise FbtError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     directory = Path(data_dir)
+    if directory.is_file():
+        raise FbtError(
+            f"{directory} is a file, but the code-exec task reads a dataset directory (train.txt, train.txt.labels, "
+            "...); for language modelling on a text file pass --task text"
+        )
     if not directory.is_dir():
         raise FbtError(
             f"no such code-exec data directory: {directory} (create one with `fbt data code-exec --out DIR`)"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fbt.data.splits import SPLITS
+from fbt.data.splits import SPLITS, is_code_exec_dir
 from fbt.errors import FbtError
 
 
@@ -30,6 +30,10 @@ def load_text_split(path: str | Path, split: str) -> tuple[torch.Tensor, torch.T
     if split not in SPLITS:
         raise FbtError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     path = Path(path)
+    if path.is_dir():
+        kind = "a code-exec dataset directory" if is_code_exec_dir(path) else "a directory"
+        hint = " (pass --task code-exec)" if is_code_exec_dir(path) else ""
+        raise FbtError(f"{path} is {kind}, but the text task reads one text file{hint}")
     if not path.is_file():
         raise FbtError(f"no such text file: {path}")
     size = os.path.getsize(path)

@@ -73,6 +73,11 @@ class GPT(nn.Module):
         self.head = nn.Linear(D, config.vocab_size, bias=False)
         init_weights(self, config.layers, config.init)
 
+    @property
+    def max_forward_tokens(self) -> int:
+        """Tokens one forward reads at most: longer inputs go in windows with the state carried."""
+        return self.config.context
+
     def empty_state(self, batch: int, tokens: torch.Tensor) -> dict:
         cfg = self.config
         cache = self.embed.weight.new_zeros(cfg.layers, batch, cfg.heads, 0, cfg.head_dim)

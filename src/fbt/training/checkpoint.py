@@ -126,6 +126,11 @@ def find_checkpoint(path: Path) -> Path:
     raise FbtError(f"{path} holds no checkpoint (expected {latest})")
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether a run directory holds at least one complete checkpoint (a run that can be resumed)."""
+    return any(is_complete(candidate) for candidate in (Path(run_dir) / "checkpoints").glob("step-*"))
+
+
 CHECKPOINT_FILES = ("model.safetensors", "resume.safetensors", "resume.json", "config.json")
 
 

@@ -1,11 +1,17 @@
-"""Appends one CSV row per logged step or evaluation; a resumed run keeps appending to the same file."""
+"""Appends one CSV row per logged step or evaluation; a resumed run keeps appending to the same file.
+
+Rows are typed by their first column, `kind`: "train" rows hold the training columns (means over the logging
+window), "valid" rows the validation metrics of a pass at that step.
+"""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+KINDS = ("train", "valid")
 COLUMNS = (
+    "kind",
     "step",
     "tokens",
     "elapsed_s",
@@ -28,8 +34,10 @@ class MetricsLog:
     def __init__(self, path: Path):
         self.path = Path(path)
 
-    def write(self, step: int, tokens: int, elapsed: float, lr: float | None, **metrics: float) -> None:
+    def write(self, kind: str, step: int, tokens: int, elapsed: float, lr: float | None, **metrics: float) -> None:
+        assert kind in KINDS, kind
         row = {
+            "kind": kind,
             "step": step,
             "tokens": tokens,
             "elapsed_s": f"{elapsed:.3f}",
@@ -66,7 +74,14 @@ class MetricsLog:
             return
         with open(self.path, newline="") as handle:
             rows = [row for row in csv.DictReader(handle) if step is None or int(row["step"]) <= step]
+        for row in rows:
+            if not row.get("kind"):  # files from before typed rows: a train row has a learning rate
+                row["kind"] = "train" if row.get("lr") else "valid"
         with open(self.path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
+
+    def reset(self) -> None:
+        """Start an empty log (a new run in a directory left by a start that saved nothing)."""
+        self.path.unlink(missing_ok=True)

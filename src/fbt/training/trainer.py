@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from pathlib import Path
 
 import torch
@@ -25,11 +26,14 @@ from fbt.tasks import Task
 from fbt.training import checkpoint, state_io
 from fbt.training.config import TrainConfig
 from fbt.training.evaluate import evaluate
+from fbt.training.interrupt import stop_on_signals
 from fbt.training.loss import segment_loss
 from fbt.training.metrics_log import MetricsLog
 from fbt.training.optim import build_optimizer, learning_rate
 
 Stage = tuple[SegmentStream, SegmentStream | None]  # (train, valid) streams of one dataset
+SUMMARY = "summary.json"  # the end of the latest training call of a run
+RECENT_STEPS = 100  # the training loss reported at the end is the mean over this many last updates
 
 
 class NonFiniteError(FbtError):
@@ -197,8 +201,10 @@ class Trainer:
         return f"step {self.step}: curriculum stage {self.stage} ({cfg.stages[self.stage]})"
 
     def fit(self, progress: bool = True) -> dict:
-        """Train until `steps` updates or the time budget; returns the final training metrics and a full
-        validation pass over the run's own valid split."""
+        """Train until `steps` updates, the time budget of this call, or a SIGINT/SIGTERM; returns the final
+        metrics (mean training loss of the last updates and a full validation pass over the run's own valid
+        split) and writes them to summary.json. On a signal it saves a checkpoint at the current step and
+        raises TrainingInterrupted."""
         cfg = self.config
         self.model.train()
         bar = tqdm(
@@ -211,63 +217,101 @@ class Trainer:
         )
         window_loss, window_count, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
         window_grad = 0.0
-        session_start = time.perf_counter() - self.elapsed
-        last_loss = float("nan")
-        try:
-            while self.step < cfg.steps:
-                if cfg.time_budget and self.elapsed >= cfg.time_budget:
-                    break
-                loss, tokens, grad_norm = self.train_step()
-                self.tokens += tokens
-                self.elapsed = time.perf_counter() - session_start
-                if loss == loss:  # skip segments without scored positions
-                    window_loss += loss
-                    window_count += 1
-                    last_loss = loss
-                window_tokens += tokens
-                window_grad = max(window_grad, grad_norm)
-                bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    now = time.perf_counter()
-                    speed = window_tokens / max(now - window_start, 1e-9)
-                    mean = window_loss / window_count if window_count else float("nan")
-                    self.log.write(
-                        self.step, self.tokens, self.elapsed, self.lr(self.step - 1), stage=self.stage,
-                        train_loss=mean, tokens_per_s=speed, grad_norm=window_grad, **self.diagnostics(),
-                    )  # fmt: skip
-                    bar.set_postfix(loss=f"{mean:.4f}", tok_s=f"{speed:,.0f}")
-                    window_loss, window_count, window_tokens, window_start = 0.0, 0, 0, now
-                    window_grad = 0.0
-                valid: dict = {}
-                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
-                    valid = self.validate()
-                    self.log.write(
-                        self.step, self.tokens, self.elapsed, None, stage=self.stage, **prefixed("valid", valid)
-                    )
-                    partial = f" (first {cfg.eval_tokens} tokens)" if cfg.eval_tokens else ""
-                    bar.write(
-                        f"step {self.step}: valid{partial} "
-                        + ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if k != "scored_tokens")
-                    )
-                advanced = self.maybe_advance(valid)
-                if advanced:
-                    bar.write(advanced)
-                if self.step % cfg.save_every == 0:
+        session_start = time.perf_counter()
+        run_start = session_start - self.elapsed
+        recent: deque[float] = deque(maxlen=RECENT_STEPS)  # losses of the last scored updates
+        status = "complete"
+        with stop_on_signals() as stop:
+            try:
+                while self.step < cfg.steps:
+                    if stop.requested:
+                        status = "interrupted"
+                        break
+                    if cfg.time_budget and time.perf_counter() - session_start >= cfg.time_budget:
+                        status = "stopped"
+                        break
+                    loss, tokens, grad_norm = self.train_step()
+                    self.tokens += tokens
+                    self.elapsed = time.perf_counter() - run_start
+                    if loss == loss:  # skip segments without scored positions
+                        window_loss += loss
+                        window_count += 1
+                        recent.append(loss)
+                    window_tokens += tokens
+                    window_grad = max(window_grad, grad_norm)
+                    bar.update(1)
+                    if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                        now = time.perf_counter()
+                        speed = window_tokens / max(now - window_start, 1e-9)
+                        mean = window_loss / window_count if window_count else float("nan")
+                        self.log.write(
+                            "train", self.step, self.tokens, self.elapsed, self.lr(self.step - 1), stage=self.stage,
+                            train_loss=mean, tokens_per_s=speed, grad_norm=window_grad, **self.diagnostics(),
+                        )  # fmt: skip
+                        bar.set_postfix(loss=f"{mean:.4f}", tok_s=f"{speed:,.0f}")
+                        window_loss, window_count, window_tokens, window_start = 0.0, 0, 0, now
+                        window_grad = 0.0
+                    valid: dict = {}
+                    if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                        valid = self.validate()
+                        self.log.write(
+                            "valid", self.step, self.tokens, self.elapsed, None, stage=self.stage,
+                            **prefixed("valid", valid),
+                        )  # fmt: skip
+                        partial = f" (first {cfg.eval_tokens} tokens)" if cfg.eval_tokens else ""
+                        bar.write(
+                            f"step {self.step}: valid{partial} "
+                            + ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if k != "scored_tokens")
+                        )
+                    advanced = self.maybe_advance(valid)
+                    if advanced:
+                        bar.write(advanced)
+                    if self.step % cfg.save_every == 0:
+                        self.save()
+            finally:
+                bar.close()
+            train = {
+                "train_loss": sum(recent) / len(recent) if recent else float("nan"),
+                "train_loss_steps": len(recent),
+            }
+            if status == "interrupted":
+                if self.step != self.saved_step:
                     self.save()
-        finally:
-            bar.close()
-        valid = self.validate(final=True)
-        if valid:
-            self.log.write(self.step, self.tokens, self.elapsed, None, stage=self.stage, **prefixed("valid", valid))
-        if self.step != self.saved_step:
-            self.save()
-        return {
+                self.write_summary(status, train)
+                raise TrainingInterrupted(self.run_dir, self.step, stop.signal)
+            valid = self.validate(final=True)
+            if valid:
+                self.log.write(
+                    "valid", self.step, self.tokens, self.elapsed, None, stage=self.stage, **prefixed("valid", valid)
+                )
+            if self.step != self.saved_step:
+                self.save()
+            return self.write_summary(status, {**train, **prefixed("valid", valid)})
+
+    def write_summary(self, status: str, metrics: dict) -> dict:
+        """The end of a training call, as returned and as run_dir/summary.json (NaN written as null)."""
+        summary = {
+            "status": status,
             "step": self.step,
+            "steps": self.config.steps,
             "tokens": self.tokens,
             "elapsed_s": round(self.elapsed, 2),
-            "train_loss": last_loss,
-            **prefixed("valid", valid),
+            **metrics,
         }
+        finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in summary.items()}
+        checkpoint.write_json_atomic(self.run_dir / SUMMARY, finite)
+        return summary
+
+
+class TrainingInterrupted(FbtError):
+    """A signal stopped training; a checkpoint of the current step was saved."""
+
+    def __init__(self, run_dir: Path, step: int, signum: int | None = None):
+        self.run_dir, self.step = Path(run_dir), step
+        self.signal = signum
+        super().__init__(
+            f"interrupted at step {step}; saved a checkpoint. Resume with: fbt train --resume --out {run_dir}"
+        )
 
 
 def prefixed(prefix: str, metrics: dict) -> dict:

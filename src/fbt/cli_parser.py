@@ -1,0 +1,255 @@
+"""The flags of every `fbt` command, with their defaults shown in `--help`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import fbt
+from fbt.data.code_exec import OFFICIAL_WEIGHTS
+from fbt.data.splits import SPLITS
+from fbt.models.config import INITS, MEMORY_SOURCES, MODEL_NAMES, ModelConfig
+from fbt.presets import PRESETS
+from fbt.tasks import TASK_NAMES
+from fbt.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
+
+# Flags that map onto ModelConfig / TrainConfig fields (flag name with dashes -> field name).
+MODEL_FLAGS = ("model", "dim", "layers", "heads", "ff", "span", "context", "dropout", "memory", "memory_layer", "init",
+               "attend_self")  # fmt: skip
+TRAIN_FLAGS = (
+    "task", "data", "batch", "segment", "steps", "time_budget", "optimizer", "lr", "weight_decay", "warmup",
+    "schedule", "clip", "seed", "log_every", "eval_every", "eval_tokens", "save_every", "keep_checkpoints",
+    "curriculum", "curriculum_steps", "curriculum_accuracy",
+)  # fmt: skip
+DEFAULTS = {f.name: f.default for config in (ModelConfig, TrainConfig) for f in dataclasses.fields(config)}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is a single line."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class DefaultsShown(argparse.HelpFormatter):
+    """Appends `(default: X)` to every flag that has a default and says nothing of it yet."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def config_help(text: str, name: str) -> str:
+    """Help of a flag whose value comes from a preset, else from the config's default."""
+    default = DEFAULTS[name]
+    shown = "none" if default == "" else default
+    return f"{text} (default: the preset's, else {shown})"
+
+
+def add_compute_flags(
+    parser: argparse.ArgumentParser, json_help: str = "print one JSON object as the last line"
+) -> None:
+    parser.add_argument("--device", default="auto", help="cpu, cuda or cuda:N; auto is cuda when available")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice, all cores)")
+    parser.add_argument("--json", action="store_true", help=json_help)
+
+
+def add_data_parser(commands) -> None:
+    data = commands.add_parser("data", help="write a dataset", formatter_class=DefaultsShown)
+    data_kinds = data.add_subparsers(dest="kind", required=True, parser_class=OneLineParser)
+    code = data_kinds.add_parser(
+        "code-exec", help="the code-execution task, in the official on-disk format", formatter_class=DefaultsShown
+    )
+    code.add_argument("--variables", type=int, default=3, help="variables per program: 3 or 5 in the paper (1..5)")
+    code.add_argument("--statements", type=int, default=100, help="statements per program")
+    code.add_argument("--max-value", type=int, default=10, help="values 1..K (official 10)")
+    code.add_argument(
+        "--weights",
+        type=float,
+        nargs=5,
+        default=list(OFFICIAL_WEIGHTS),
+        metavar=("ASSIGN", "INC", "DEC", "IF", "PRINT"),
+        help="relative weights of the statement kinds =, ++, --, if, print",
+    )
+    code.add_argument("--train-size", type=int, default=10000, help="programs in the train split")
+    code.add_argument("--valid-size", type=int, default=1000, help="programs in the valid split")
+    code.add_argument("--test-size", type=int, default=1000, help="programs in the test split")
+    code.add_argument("--seed", type=int, default=0, help="seed of the program generator")
+    code.add_argument("--out", required=True, help="dataset directory to write")
+    code.add_argument("--force", action="store_true", help="replace the dataset files already in --out")
+
+
+def add_train_parser(commands) -> None:
+    p = commands.add_parser(
+        "train",
+        help="train a model (a preset or explicit sizes), or resume a run",
+        description="Defaults come from the preset when one is given, else from the library's defaults; explicit "
+        "flags override both. With --resume the run keeps its own settings: only --steps (to extend), "
+        "--time-budget and --data (an equal-sized copy) may be given.",
+        formatter_class=DefaultsShown,
+    )
+    p.add_argument("--preset", help=f"named settings: {', '.join(PRESETS)} (see `fbt presets`)")
+    p.add_argument("--out", required=True, help="run directory (config, metrics.csv, checkpoints)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no header, progress bar or closing hints")
+    model = p.add_argument_group("model")
+    model.add_argument("--model", choices=MODEL_NAMES, help=config_help("model family", "model"))
+    model.add_argument("--dim", type=int, help=config_help("residual width", "dim"))
+    model.add_argument("--layers", type=int, help=config_help("blocks", "layers"))
+    model.add_argument("--heads", type=int, help=config_help("attention heads", "heads"))
+    model.add_argument("--ff", type=int, help=config_help("feed-forward hidden width", "ff"))
+    model.add_argument("--span", type=int, help=config_help("past positions attention sees (feedback, xl)", "span"))
+    model.add_argument("--context", type=int, help=config_help("gpt context window", "context"))
+    model.add_argument("--dropout", type=float, help=config_help("dropout on attention and FF", "dropout"))
+    model.add_argument(
+        "--kv", choices=("shared", "per-layer"), help="feedback: K/V projections of the memory (default: shared)"
+    )
+    model.add_argument(
+        "--memory", choices=MEMORY_SOURCES, help=config_help("feedback: memory from all layers, the top, one", "memory")
+    )
+    model.add_argument(
+        "--memory-layer",
+        type=int,
+        help=config_help("feedback with --memory layer: 0 embedding .. L top", "memory_layer"),
+    )
+    model.add_argument("--init", choices=INITS, help=config_help("paper: the authors' init; gpt2: N(0, 0.02)", "init"))
+    model.add_argument(
+        "--attend-self",
+        action=argparse.BooleanOptionalAction,
+        help="transformer-xl: a query also sees its own position (Transformer-XL proper; not the paper's baseline; "
+        "default: no)",
+    )
+    run = p.add_argument_group("data and optimisation")
+    run.add_argument(
+        "--task",
+        choices=TASK_NAMES,
+        help="text (a file, bytes) or code-exec (a dataset directory) (default: code-exec for a code-exec "
+        "directory, else text)",
+    )
+    run.add_argument("--data", help=config_help("a text file (task text) or a dataset directory (code-exec)", "data"))
+    run.add_argument("--batch", type=int, help=config_help("parallel streams B", "batch"))
+    run.add_argument("--segment", type=int, help=config_help("tokens per segment T", "segment"))
+    run.add_argument("--steps", type=int, help=config_help("optimiser updates", "steps"))
+    run.add_argument(
+        "--time-budget", type=float, help="stop after this many seconds of training in this call (default: none)"
+    )
+    run.add_argument("--optimizer", choices=OPTIMIZERS, help=config_help("optimiser", "optimizer"))
+    run.add_argument("--lr", type=float, help=config_help("peak learning rate", "lr"))
+    run.add_argument("--weight-decay", type=float, help=config_help("decoupled weight decay (adamw)", "weight_decay"))
+    run.add_argument(
+        "--warmup",
+        type=int,
+        help="linear warm-up steps (default: the preset's, else 100; a preset's warm-up is scaled down when "
+        "--steps makes it as long as the run)",
+    )
+    run.add_argument("--schedule", choices=SCHEDULES, help=config_help("after warm-up", "schedule"))
+    run.add_argument("--clip", type=float, help=config_help("gradient norm clipping, 0 off", "clip"))
+    run.add_argument("--seed", type=int, help=config_help("init, dropout and data seed", "seed"))
+    run.add_argument("--log-every", type=int, help=config_help("steps between metrics.csv rows", "log_every"))
+    run.add_argument(
+        "--eval-every", type=int, help=config_help("steps between validation passes, 0 only at the end", "eval_every")
+    )
+    run.add_argument(
+        "--eval-tokens", type=int, help=config_help("valid tokens per periodic validation, 0 all", "eval_tokens")
+    )
+    run.add_argument("--save-every", type=int, help=config_help("steps between checkpoints", "save_every"))
+    run.add_argument("--keep-checkpoints", type=int, help=config_help("newest checkpoints kept", "keep_checkpoints"))
+    run.add_argument(
+        "--curriculum", help="datasets trained on before --data, comma-separated, in order (default: none)"
+    )
+    run.add_argument("--curriculum-steps", type=int, help="updates per curriculum stage (default: 0, no limit)")
+    run.add_argument(
+        "--curriculum-accuracy",
+        type=float,
+        help="advance once a periodic validation reaches this accuracy (default: 0, off)",
+    )
+    add_compute_flags(p, "print the final metrics as one JSON object as the last line")
+
+
+def add_use_parsers(commands) -> None:
+    ev = commands.add_parser("eval", help="a full pass over a split with state carried", formatter_class=DefaultsShown)
+    ev.add_argument("run", help="run directory (its latest checkpoint) or a checkpoint directory")
+    ev.add_argument("--split", default="test", choices=SPLITS, help="which split")
+    ev.add_argument("--data", help="evaluate on other data than the run's (default: the run's)")
+    ev.add_argument("--batch", type=int, help="parallel streams (default: the run's)")
+    ev.add_argument("--segment", type=int, help="tokens per segment (default: the run's)")
+    add_compute_flags(ev)
+
+    gen = commands.add_parser(
+        "generate",
+        help="sample a continuation (text) or answer a program (code-exec)",
+        formatter_class=DefaultsShown,
+    )
+    gen.add_argument("run", help="run directory or checkpoint directory")
+    gen.add_argument(
+        "--prompt", default="", help="text to continue; empty samples unconditionally (code-exec: a program)"
+    )
+    gen.add_argument("--max-new-tokens", type=int, default=200, help="tokens to sample (bytes for text)")
+    gen.add_argument("--temperature", type=float, default=1.0, help="0 picks the most likely token")
+    gen.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens, 0 all")
+    gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold in (0, 1]")
+    gen.add_argument("--seed", type=int, default=0, help="sampling seed")
+    add_compute_flags(gen)
+
+
+def add_inspect_parsers(commands) -> None:
+    presets = commands.add_parser("presets", help="the named presets: what, steps, data, time, command")
+    presets.add_argument("--json", action="store_true", help="print them as one JSON object")
+
+    runs = commands.add_parser("runs", help="a table of the runs under a directory")
+    runs.add_argument("dir", nargs="?", default="runs", help="directory to search (default: runs)")
+    runs.add_argument("--json", action="store_true", help="print one JSON list")
+
+    show = commands.add_parser("show", help="a run's configuration and final summary")
+    show.add_argument("run", help="run directory")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
+
+    plot = commands.add_parser(
+        "plot", help="training loss and valid metric of runs, overlaid, as a PNG", formatter_class=DefaultsShown
+    )
+    plot.add_argument("runs", nargs="+", help="run directories")
+    plot.add_argument("--out", required=True, help="PNG file to write")
+    plot.add_argument("--x", choices=("tokens", "elapsed_s"), default="tokens", help="horizontal axis")
+
+
+def add_bench_parser(commands) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="training/decoding speed, memory and MFU of models side by side",
+        formatter_class=DefaultsShown,
+    )
+    bench.add_argument(
+        "--models", nargs="+", default=["feedback", "transformer-xl:layers=8"],
+        help="NAME[:key=value,...] per model, e.g. feedback transformer-xl:layers=8 feedback:kv=per-layer",
+    )  # fmt: skip
+    bench.add_argument("--dim", type=int, default=256, help="residual width")
+    bench.add_argument("--layers", type=int, default=4, help="blocks")
+    bench.add_argument("--heads", type=int, default=4, help="attention heads")
+    bench.add_argument("--ff", type=int, default=1024, help="feed-forward hidden width")
+    bench.add_argument("--span", type=int, default=100, help="attention span (feedback, transformer-xl)")
+    bench.add_argument("--context", type=int, default=256, help="gpt context window")
+    bench.add_argument("--vocab-size", type=int, default=256, help="vocabulary size")
+    bench.add_argument("--batch", type=int, default=32, help="parallel streams")
+    bench.add_argument("--segment", type=int, default=64, help="tokens per segment")
+    bench.add_argument("--repeats", type=int, default=5, help="timed repetitions per model (median reported)")
+    bench.add_argument("--steps", type=int, default=3, help="training steps per repetition")
+    bench.add_argument("--decode-batches", type=int, nargs="+", default=[1, 32], help="decoding batch sizes")
+    bench.add_argument("--decode-tokens", type=int, default=64, help="tokens decoded per measurement")
+    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe")
+    bench.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    bench.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    bench.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="fbt", description="Feedback Transformers and their baselines.")
+    parser.add_argument("--version", action="version", version=f"fbt {fbt.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    add_data_parser(commands)
+    add_train_parser(commands)
+    add_use_parsers(commands)
+    add_inspect_parsers(commands)
+    add_bench_parser(commands)
+    return parser
