@@ -105,14 +105,20 @@ class NothingToDo(FbtError):
     """A resumed run has already trained as far as asked."""
 
 
+def kv_name(shared: bool) -> str:
+    return "shared" if shared else "per-layer"
+
+
 def conflicting_settings(changes: dict, saved: dict) -> list[str]:
     """`--flag value (the run has X)` for every requested setting that a resumed run cannot change."""
     conflicts = []
     for name, value in changes.items():
         if name in RESUME_CHANGES or value == saved.get(name, value):
             continue
-        flag = "--kv" if name == "shared_kv" else "--" + name.replace("_", "-")
-        conflicts.append(f"{flag} {value} (the run has {saved[name]})")
+        if name == "shared_kv":  # the flag is --kv shared|per-layer
+            conflicts.append(f"--kv {kv_name(value)} (the run has {kv_name(saved[name])})")
+        else:
+            conflicts.append(f"--{name.replace('_', '-')} {value} (the run has {saved[name]})")
     return conflicts
 
 

@@ -120,36 +120,36 @@ def _preset(base: dict, description: str, expected_time: str, **model: object) -
 # Ordered from minutes to hours.
 PRESETS: dict[str, dict] = {
     "code-exec-feedback-small": _preset(
-        _SMALL_CODE_EXEC, "small code-exec Feedback, 2 layers", "@FBS@", model="feedback", layers=2
+        _SMALL_CODE_EXEC, "small code-exec Feedback, 2 layers", "1.5 min", model="feedback", layers=2
     ),
     "code-exec-xl-small": _preset(
-        _SMALL_CODE_EXEC, "small code-exec Transformer-XL, 4 layers", "@XLS@", model="transformer-xl", layers=4
+        _SMALL_CODE_EXEC, "small code-exec Transformer-XL, 4 layers", "1 min", model="transformer-xl", layers=4
     ),
     "shakespeare-gpt-small": _preset(
         _SMALL_SHAKESPEARE,
         "byte-level tiny Shakespeare, GPT 4 layers (nanoGPT baby size)",
-        "@GPT@",
+        "2 min",
         model="gpt",
         layers=4,
     ),
     "shakespeare-feedback-small": _preset(
-        _SMALL_SHAKESPEARE, "byte-level tiny Shakespeare, Feedback 4 layers", "@FBSH@", model="feedback", layers=4
+        _SMALL_SHAKESPEARE, "byte-level tiny Shakespeare, Feedback 4 layers", "5 min", model="feedback", layers=4
     ),
     "code-exec-feedback-cpu": _preset(
-        _CPU_CODE_EXEC, "CPU recipe (the demo): Feedback, 2 layers, span 8", "@FBC@", model="feedback", layers=2
+        _CPU_CODE_EXEC, "CPU recipe (the demo): Feedback, 2 layers, span 8", "3 min", model="feedback", layers=2
     ),
     "code-exec-xl-cpu": _preset(
-        _CPU_CODE_EXEC, "CPU recipe: Transformer-XL, 4 layers, span 8", "@XLC@", model="transformer-xl", layers=4
+        _CPU_CODE_EXEC, "CPU recipe: Transformer-XL, 4 layers, span 8", "2.5 min", model="transformer-xl", layers=4
     ),
     "code-exec-xl": _preset(
         _PAPER_CODE_EXEC,
         "paper code-exec: Transformer-XL, 8 layers (a GPU job)",
-        "@XL@",
+        "16 hours",
         model="transformer-xl",
         layers=8,
     ),  # fmt: skip
     "code-exec-feedback": _preset(
-        _PAPER_CODE_EXEC, "paper code-exec: Feedback, 4 layers (a GPU job)", "@FB@", model="feedback", layers=4
+        _PAPER_CODE_EXEC, "paper code-exec: Feedback, 4 layers (a GPU job)", "15 hours", model="feedback", layers=4
     ),
 }
 

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from fbt.runs import format_count
 from fbt.training.trainer import Trainer
-
-
-def count(value: float) -> str:
-    """1234567 -> 1.23M: the short form used in headers and tables."""
-    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(value) >= size:
-            return f"{value / size:.3g}{suffix}"
-    return f"{value:g}"
 
 
 def model_line(model: dict) -> str:
@@ -47,13 +40,13 @@ def describe(trainer: Trainer) -> str:
         ("device", f"{trainer.device}{threads}"),
         (
             "data",
-            f"{cfg.data} ({cfg.task}): {count(train.batch * train.length)} train tokens, "
-            f"{count(valid.batch * valid.length)} valid tokens",
+            f"{cfg.data} ({cfg.task}): {format_count(train.batch * train.length)} train tokens, "
+            f"{format_count(valid.batch * valid.length)} valid tokens",
         ),  # fmt: skip
         (
             "tokens",
             f"{cfg.batch} streams x {cfg.segment} = {tokens_per_step:,} per step, "
-            f"{count(tokens_per_step * cfg.steps)} in all",
+            f"{format_count(tokens_per_step * cfg.steps)} in all",
         ),  # fmt: skip
         ("schedule", schedule),
     ]

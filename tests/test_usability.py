@@ -1,0 +1,133 @@
+"""What a new user sees: versions, defaults in --help, presets, headers, run listings, plots, generation."""
+
+import json
+
+import pytest
+import torch
+from tiny_runs import tiny_configs, write_corpus
+
+from fbt import __version__, api
+from fbt.cli import main
+from fbt.data.code_exec import Generator, generate_dataset
+from fbt.models import ModelConfig, build_model
+from fbt.presets import PRESETS
+from fbt.sampling import generate
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TINY = ["--dim", "16", "--layers", "1", "--heads", "2", "--ff", "32", "--batch", "2", "--segment", "8"]
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    return write_corpus(tmp_path / "corpus.txt")
+
+
+def run_cli(capsys, *args):
+    try:
+        code = main([str(arg) for arg in args])
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version_and_defaults_in_help(capsys):
+    assert run_cli(capsys, "--version")[:2] == (0, f"fbt {__version__}\n")
+    help_text = " ".join(run_cli(capsys, "train", "--help")[1].split())  # argparse wraps lines
+    assert "peak learning rate (default: the preset's, else 0.001)" in help_text
+    assert "linear warm-up steps (default: the preset's, else 100;" in help_text
+    assert "(default: test)" in run_cli(capsys, "eval", "--help")[1]
+    assert "(default: 200)" in run_cli(capsys, "generate", "--help")[1]
+
+
+def test_presets_show_steps_data_time_and_command(capsys):
+    code, out, _ = run_cli(capsys, "presets", "--json")
+    listing = json.loads(out)
+    assert code == 0 and list(listing) == list(PRESETS)
+    for name, entry in listing.items():
+        assert entry["steps"] == PRESETS[name]["train"]["steps"] and entry["expected_time"]
+        assert entry["command"].endswith(f"fbt train --preset {name} --out runs/{name}")
+    assert "about" in run_cli(capsys, "presets")[1]
+
+
+def test_a_shrunk_preset_scales_its_warmup_and_an_explicit_one_warns(tmp_path, capsys):
+    data = generate_dataset(tmp_path / "data", Generator(statements=5), sizes=(20, 4, 4))
+    common = ["train", "--data", data, *TINY, "--steps", "10", "--no-progress"]
+    code, _, err = run_cli(capsys, *common, "--preset", "code-exec-feedback-small", "--out", tmp_path / "a")
+    assert code == 0 and "using 1 (10%)" in err
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["warmup"] == 1
+    code, _, err = run_cli(capsys, *common, "--warmup", "40", "--out", tmp_path / "b")
+    assert code == 0 and "never reaches its peak" in err
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["train"]["warmup"] == 40
+
+
+def test_a_code_exec_directory_implies_the_task_and_data_is_never_overwritten(tmp_path, capsys):
+    data = generate_dataset(tmp_path / "data", Generator(statements=5), sizes=(20, 4, 4))
+    assert (
+        run_cli(capsys, "train", "--data", data, *TINY, "--steps", "2", "--out", tmp_path / "r", "--no-progress")[0]
+        == 0
+    )
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["task"] == "code-exec"
+    before = (data / "train.txt").read_text()
+    code, _, err = run_cli(capsys, "data", "code-exec", "--statements", "7", "--out", data)
+    assert code == 1 and "--force" in err and (data / "train.txt").read_text() == before
+    assert (
+        run_cli(capsys, "data", "code-exec", "--statements", "7", "--train-size", "3", "--out", data, "--force")[0] == 0
+    )
+    assert (data / "train.txt").read_text() != before
+
+
+def test_training_prints_a_header_with_the_parameter_count_and_the_next_commands(tmp_path, text_file, capsys):
+    code, _, err = run_cli(capsys, "train", "--data", text_file, *TINY, "--steps", "2", "--out", tmp_path / "r")
+    model = api.load_run(tmp_path / "r", "cpu")[0]
+    parameters = sum(p.numel() for p in model.parameters())
+    assert code == 0 and f"{parameters:,} parameters" in err and "2 streams x 8 = 16 per step" in err
+    assert f"fbt eval {tmp_path / 'r'} --split test" in err and "fbt plot" in err
+
+
+def test_the_summary_reports_a_mean_training_loss_and_whole_counts(tmp_path, text_file, capsys):
+    model_config, train_config = tiny_configs(text_file, steps=5)
+    result = api.train(model_config, train_config, tmp_path / "r", "cpu", progress=False)
+    with open(tmp_path / "r" / "metrics.csv") as handle:
+        losses = [float(line.split(",")[6]) for line in handle if line.startswith("train,")]
+    assert result["train_loss"] == pytest.approx(sum(losses) / 5) and result["train_loss_steps"] == 5
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "complete"
+    main(["eval", str(tmp_path / "r")])
+    assert "scored_tokens:" in (out := capsys.readouterr().out) and ".0000" not in out.split("scored_tokens:")[1]
+
+
+def test_runs_show_and_plot_on_a_directory_of_runs(tmp_path, text_file, capsys):
+    for name, model in (("fb", "feedback"), ("xl", "transformer-xl")):
+        api.train(
+            *tiny_configs(text_file, model, steps=3, eval_every=2), tmp_path / "runs" / name, "cpu", progress=False
+        )
+    code, out, _ = run_cli(capsys, "runs", tmp_path / "runs")
+    assert code == 0 and "fb" in out and "transformer-xl" in out and out.count("complete") == 2
+    code, out, _ = run_cli(capsys, "runs", tmp_path / "runs", "--json")
+    assert [run["model"] for run in json.loads(out)] == ["feedback", "transformer-xl"]
+    (tmp_path / "empty").mkdir()
+    assert "no runs under" in run_cli(capsys, "runs", tmp_path / "empty")[1]
+    code, out, _ = run_cli(capsys, "show", tmp_path / "runs" / "fb", "--json")
+    assert json.loads(out)["summary"]["step"] == 3
+    png = tmp_path / "curves.png"
+    assert run_cli(capsys, "plot", tmp_path / "runs" / "fb", tmp_path / "runs" / "xl", "--out", png)[0] == 0
+    assert png.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_text_generation_shows_the_prompt_and_samples_without_one(tmp_path, text_file, capsys):
+    api.train(*tiny_configs(text_file, "gpt", steps=2), tmp_path / "r", "cpu", progress=False)
+    long_prompt = "to be or not " * 5  # longer than the GPT's 16-token context: read in windows
+    code, out, _ = run_cli(
+        capsys, "generate", tmp_path / "r", "--prompt", long_prompt, "--max-new-tokens", "5", "--json"
+    )
+    assert code == 0 and json.loads(out)["output"].startswith(long_prompt)
+    code, out, _ = run_cli(capsys, "generate", tmp_path / "r", "--max-new-tokens", "5", "--json")
+    assert code == 0 and json.loads(out)["output"]
+
+
+def test_a_long_prompt_gives_a_gpt_the_last_context_tokens():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(model="gpt", vocab_size=11, dim=8, layers=1, heads=2, ff=16, context=6)).eval()
+    prompt = torch.randint(0, 11, (2, 15))
+    greedy = generate(model, prompt, 3, temperature=0)
+    assert torch.equal(greedy, generate(model, prompt[:, -6:], 3, temperature=0))
