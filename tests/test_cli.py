@@ -103,7 +103,7 @@ def test_train_json_is_the_last_line_and_flags_override_the_preset(tmp_path, cod
     assert main(list(map(str, args))) == 0
     assert last_json(capsys.readouterr().out)["step"] == 2
     config = json.loads((out / "config.json").read_text())
-    assert config["model"]["layers"] == 1 and config["model"]["span"] == 64  # flag and preset
+    assert config["model"]["layers"] == 1 and config["model"]["span"] == 8  # flag and preset
     assert config["train"]["task"] == "code-exec"
 
 
