@@ -26,7 +26,8 @@ def evaluate(
     loss_sum, correct, scored, seen = 0.0, 0, 0, 0
     state = None
     total = stream.segments_per_pass()
-    bar = tqdm(stream.iterate_once(), total=total, desc="eval", leave=False, disable=not progress, unit="seg")
+    hidden = None if progress else True  # None: hidden when stderr is not a terminal
+    bar = tqdm(stream.iterate_once(), total=total, desc="eval", leave=False, disable=hidden, unit="seg")
     for inputs, targets in bar:
         logits, state = model(inputs.to(device), state)
         loss, count, right = segment_loss(logits.float(), targets.to(device))

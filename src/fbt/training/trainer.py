@@ -212,7 +212,7 @@ class Trainer:
             initial=self.step,
             desc="train",
             unit="step",
-            disable=not progress,
+            disable=None if progress else True,  # None: hidden when stderr is not a terminal
             dynamic_ncols=True,
         )
         window_loss, window_count, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
