@@ -105,6 +105,8 @@ def test_resume_refuses_conflicting_settings_and_says_when_there_is_nothing_to_d
     error = capsys.readouterr().err.strip()
     assert "--lr 0.5 (the run has 0.003)" in error and "--kv per-layer (the run has shared)" in error
     assert len(error.splitlines()) == 1
+    assert main(["train", "--resume", "--out", run, "--preset", "code-exec-feedback-small"]) == 1
+    assert "drop --preset" in capsys.readouterr().err
     assert main(["train", "--resume", "--out", run, "--lr", "0.003"]) == 0  # equal to the run's: fine
     assert "nothing to do" in capsys.readouterr().err
     assert main(["train", "--resume", "--out", run, "--steps", "2"]) == 1

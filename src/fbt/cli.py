@@ -78,6 +78,8 @@ def next_commands(run: str, task: str) -> str:
 def run_train_command(args: argparse.Namespace) -> None:
     progress = not args.no_progress
     if args.resume:
+        if args.preset:
+            raise FbtError("--resume continues the run with its own saved settings: drop --preset")
         result = api.resume(args.out, args.device, progress, **explicit_settings(args))
     else:
         model_config, train_config, notes = configs_from_args(args)
