@@ -2,19 +2,18 @@
 
 import csv
 import json
-import os
 import shutil
 import signal
 
 import pytest
 import torch
-from tiny_runs import tiny_configs, write_corpus
+from tiny_runs import signal_after, tiny_configs, write_corpus
 
 from fbt import api
 from fbt.cli import main
 from fbt.errors import FbtError
 from fbt.training import checkpoint
-from fbt.training.trainer import Trainer, TrainingInterrupted
+from fbt.training.trainer import TrainingInterrupted
 
 CPU = torch.device("cpu")
 
@@ -27,19 +26,6 @@ def text_file(tmp_path):
 def train_rows(run):
     with open(run / "metrics.csv", newline="") as handle:
         return [row for row in csv.DictReader(handle) if row["kind"] == "train"]
-
-
-def signal_after(monkeypatch, step, signum=signal.SIGINT):
-    """Every trainer sends `signum` to this process right after finishing update `step`."""
-    original = Trainer.train_step
-
-    def step_then_signal(self):
-        result = original(self)
-        if self.step == step:
-            os.kill(os.getpid(), signum)
-        return result
-
-    monkeypatch.setattr(Trainer, "train_step", step_then_signal)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

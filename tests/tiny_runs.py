@@ -1,9 +1,12 @@
-"""A small corpus and tiny configs shared by the training tests."""
+"""A small corpus, tiny configs and a signal at a chosen step, shared by the training tests."""
 
+import os
 import random
+import signal
 
 from fbt.models import ModelConfig
 from fbt.training.config import TrainConfig
+from fbt.training.trainer import Trainer
 
 TINY_MODEL = dict(dim=16, layers=2, heads=2, ff=32, span=6, context=16, dropout=0.1)
 
@@ -23,3 +26,16 @@ def tiny_configs(text_file, model="feedback", steps=6, **train):
     )  # fmt: skip
     train_config = TrainConfig(**{**settings, **train})
     return model_config, train_config
+
+
+def signal_after(monkeypatch, step, signum=signal.SIGINT):
+    """Every trainer sends `signum` to this process right after finishing update `step`."""
+    original = Trainer.train_step
+
+    def step_then_signal(self):
+        result = original(self)
+        if self.step == step:
+            os.kill(os.getpid(), signum)
+        return result
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_signal)

@@ -150,6 +150,23 @@ def run_plot_command(args: argparse.Namespace) -> None:
     print(f"wrote {plot_runs(args.runs, args.out, x=args.x)}")
 
 
+def run_experiment_command(args: argparse.Namespace) -> None:
+    from fbt.experiments.grid import load_grid
+    from fbt.experiments.report import build_report
+    from fbt.experiments.runner import run_grid
+
+    if args.grid == "report":
+        if not args.dir:
+            raise FbtError("fbt experiment report DIR: name the experiment directory")
+        print(f"wrote {build_report(args.dir)}")
+        return
+    out = Path(args.out or Path("runs") / "experiments" / Path(args.grid).stem)
+    grid = load_grid(args.grid, out, args.seeds, args.budget)
+    print(f"{len(grid.cells)} cells of {grid.path.name} in {out}: {grid.description}", file=sys.stderr)
+    results = run_grid(grid, out, args.jobs, args.threads, not args.no_progress)
+    print(f"wrote {out / 'results.csv'} ({len(results)} cells); report it with: fbt experiment report {out}")
+
+
 COMMANDS = {
     "data": run_data_command,
     "train": run_train_command,
@@ -159,6 +176,7 @@ COMMANDS = {
     "runs": run_runs_command,
     "show": run_show_command,
     "plot": run_plot_command,
+    "experiment": run_experiment_command,
 }
 
 

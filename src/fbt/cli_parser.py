@@ -214,6 +214,22 @@ def add_inspect_parsers(commands) -> None:
     plot.add_argument("--x", choices=("tokens", "elapsed_s"), default="tokens", help="horizontal axis")
 
 
+def add_experiment_parser(commands) -> None:
+    experiment = commands.add_parser(
+        "experiment",
+        help="run a grid of training cells (`fbt experiment NAME|FILE`) or report one (`fbt experiment report DIR`)",
+        formatter_class=DefaultsShown,
+    )
+    experiment.add_argument("grid", help="a shipped grid's name, a grid file (TOML), or `report`")
+    experiment.add_argument("dir", nargs="?", help="with `report`: the experiment directory")
+    experiment.add_argument("--out", help="experiment directory (default: runs/experiments/GRID)")
+    experiment.add_argument("--jobs", type=int, default=2, help="cells trained at once")
+    experiment.add_argument("--threads", type=int, default=1, help="CPU threads per cell")
+    experiment.add_argument("--seeds", type=int, help="seeds per cell (default: the grid's)")
+    experiment.add_argument("--budget", type=int, help="training steps of every cell (default: the grid's)")
+    experiment.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def add_bench_parser(commands) -> None:
     bench = commands.add_parser(
         "bench",
@@ -251,5 +267,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(commands)
     add_use_parsers(commands)
     add_inspect_parsers(commands)
+    add_experiment_parser(commands)
     add_bench_parser(commands)
     return parser

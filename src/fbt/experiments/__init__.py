@@ -1,0 +1,1 @@
+"""Experiment grids: declarative files of training cells, run resumably, reported as one table."""
