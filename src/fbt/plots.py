@@ -23,6 +23,16 @@ def _pyplot():
     return plt
 
 
+def _save(plt, figure, out: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close a figure; returns where it went."""
+    figure.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out)
+    plt.close(figure)
+    return out
+
+
 def validation_curve(metrics_csv: Path, column: str = "valid_accuracy") -> tuple[list[int], list[float]]:
     """(tokens, values) of the validation rows of one run's metrics.csv."""
     tokens, values = [], []
@@ -52,12 +62,7 @@ def plot_accuracy_curves(curves: dict[str, Path], lines: dict[str, float], out: 
     axes.legend(fontsize=8, loc="lower right")
     if title:
         axes.set_title(title, fontsize=8)
-    figure.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out)
-    plt.close(figure)
-    return out
+    return _save(plt, figure, out)
 
 
 # x axis choices of plot_runs: metrics.csv column -> (axis label, scale applied to the values)
@@ -116,12 +121,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens") ->
             axes.legend(fontsize=8)
         else:
             axes.text(0.5, 0.5, "no rows yet", ha="center", va="center", transform=axes.transAxes, color="gray")
-    figure.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out)
-    plt.close(figure)
-    return out
+    return _save(plt, figure, out)
 
 
 def _curve(rows: list[dict], x: str, column: str) -> tuple[list[float], list[float]]:
@@ -145,9 +145,4 @@ def plot_grid_metric(
     axes.set_ylabel(y_label)
     axes.grid(alpha=0.3)
     axes.legend()
-    figure.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out)
-    plt.close(figure)
-    return out
+    return _save(plt, figure, out)

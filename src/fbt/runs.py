@@ -16,6 +16,7 @@ from safetensors import SafetensorError, safe_open
 
 from fbt.errors import FbtError
 from fbt.training.checkpoint import find_checkpoint, read_json
+from fbt.training.metrics_log import legacy_kind
 
 # metrics.csv columns that hold text, not numbers
 TEXT_COLUMNS = ("kind", "memory_weights")
@@ -183,21 +184,12 @@ def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
     with open(metrics_csv, newline="") as handle:
         for raw in csv.DictReader(handle):
             row = {name: _parse_cell(name, value) for name, value in raw.items() if name and value}
-            kind = row.get("kind") or _row_kind(row)
+            kind = raw.get("kind") or legacy_kind(raw)
             if kind == "train":
                 train_rows.append(row)
             elif kind == "valid":
                 valid_rows.append(row)
     return train_rows, valid_rows
-
-
-def _row_kind(row: dict) -> str | None:
-    # Files written before the `kind` column: training rows carry a loss or learning rate, validation rows not.
-    if "train_loss" in row or "lr" in row:
-        return "train"
-    if "valid_loss" in row:
-        return "valid"
-    return None
 
 
 def _parse_cell(name: str, value: str) -> int | float | str:

@@ -30,6 +30,16 @@ COLUMNS = (
 )
 
 
+def legacy_kind(row: dict) -> str | None:
+    """The kind of a row from a file written before the `kind` column: training rows carry a loss or a
+    learning rate, validation rows a validation loss."""
+    if row.get("train_loss") or row.get("lr"):
+        return "train"
+    if row.get("valid_loss"):
+        return "valid"
+    return None
+
+
 class MetricsLog:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -75,8 +85,7 @@ class MetricsLog:
         with open(self.path, newline="") as handle:
             rows = [row for row in csv.DictReader(handle) if step is None or int(row["step"]) <= step]
         for row in rows:
-            if not row.get("kind"):  # files from before typed rows: a train row has a learning rate
-                row["kind"] = "train" if row.get("lr") else "valid"
+            row["kind"] = row.get("kind") or legacy_kind(row)
         with open(self.path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
             writer.writeheader()
