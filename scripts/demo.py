@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fbt import api
 from fbt.data.code_exec import Generator, generate_dataset, load_code_exec_split
-from fbt.data.code_exec_heuristics import heuristic_accuracies
+from fbt.data.code_exec_heuristics import HEURISTIC_LABELS, heuristic_accuracies
 from fbt.models import ModelConfig
 from fbt.plots import plot_accuracy_curves
 from fbt.presets import CPU_CODE_EXEC, get_preset, preset_flags
@@ -80,8 +80,8 @@ def main() -> None:
     print(f"{'':38} {'accuracy':>9} {'minutes':>8}")
     for model, result in results.items():
         print(f"{f'{model}, {layers[model]} layers':38} {result['accuracy']:9.1%} {seconds[model] / 60:8.1f}")
-    print(f"{'heuristic: repeat the last print':38} {heuristics['last_print']:9.1%}")
-    print(f"{'heuristic: count ++/-- ignoring ifs':38} {heuristics['count_ignoring_ifs']:9.1%}")
+    for name, value in heuristics.items():
+        print(f"{HEURISTIC_LABELS[name]:38} {value:9.1%}")
 
     curves = {f"{model}, {layers[model]} layers": ROOT / model / "metrics.csv" for model in PAIR}
     plot_accuracy_curves(curves, heuristics, ROOT / "accuracy.png", title=f"code-exec {generator.to_dict()}")

@@ -82,3 +82,124 @@ def test_a_malformed_grid_is_one_line_naming_the_line(tmp_path, capsys):
 def test_shipped_grids_expand(tmp_path):
     grid = load_grid("code-exec-depth", tmp_path, seeds=1)
     assert len(grid.cells) == 3 + 4 + 1 and "code-exec-cpu" in grid.datasets
+    lm = load_grid("lm-depth", tmp_path)
+    assert len(lm.cells) == 9 + 4 * 3  # the headline blocks carry three seeds each
+    ablations = load_grid("ablations", tmp_path)
+    baseline = ablations.cells[0]
+    assert baseline.sections == ("memory source", "keys and values", "attention span")
+    assert len(ablations.cells) == 4 * 2 + 2 + 8 * 3 - 2  # the baseline's seeds 0 and 1 are shared
+    assert baseline.name == "model=feedback,layers=2,memory=all,shared_kv=True,span=8,seed=0"
+    assert "memory_layer" not in baseline.name and "memory" not in ablations.cells[-1].name  # transformer-xl
+    assert load_grid("decode-speed", tmp_path).command == "bench"
+    assert [r["value"] for r in load_grid("code-exec-depth-3var", tmp_path).references] == [0.991, 0.337]
+
+
+SECTIONS = """
+description = "sections, shared cells, per-block seeds and a published value"
+[defaults]
+model = "feedback"
+dim = 16
+heads = 2
+ff = 32
+span = 4
+data = "{corpus}"
+batch = 2
+segment = 8
+steps = 4
+warmup = 1
+eval_every = 2
+eval_tokens = 64
+log_every = 1
+[[cells]]
+section = "memory source"
+memory = ["all", "top"]
+[[cells]]
+section = "span"
+seeds = 2
+span = [2, 4]
+[[reference]]
+label = "a published value"
+span = 4
+value = 7.5
+"""
+
+
+def test_sections_share_cells_and_the_report_draws_every_figure(tmp_path):
+    grid_file = tmp_path / "sections.toml"
+    grid_file.write_text(SECTIONS.format(corpus=write_corpus(tmp_path / "corpus.txt")))
+    out = tmp_path / "exp"
+    grid = load_grid(str(grid_file), out)
+    # memory=all with span 4 is the span section's span=4 cell too: it runs once, in both sections
+    assert [c.name for c in grid.cells] == [
+        "span=4,memory=all,seed=0", "span=4,memory=top,seed=0", "span=2,memory=all,seed=0",
+        "span=2,memory=all,seed=1", "span=4,memory=all,seed=1",
+    ]  # fmt: skip
+    assert grid.cells[0].sections == ("memory source", "span") and grid.cells[0].values["memory"] == "all"
+    assert main(["experiment", str(grid_file), "--out", str(out), "--no-progress"]) == 0
+    assert main(["experiment", "report", str(out)]) == 0
+    report = (out / "REPORT.md").read_text()
+    assert "## Memory source" in report and "## Span" in report and "## The learned memory mix" in report
+    span_table = report.split("## Span")[1].split("![")[0]
+    assert "| 4 | 2 |" in span_table and "| 2 | 2 |" in span_table  # two seeds per span, the shared cell included
+    assert "At equal wall-clock time" in report and "## Where it ran" in report
+    figures = {p.name for p in (out / "figures").glob("*.png")}
+    assert figures == {
+        "s0_bits_per_byte_bars.png", "s0_valid_bits_per_byte_vs_tokens.png", "s0_valid_bits_per_byte_vs_time.png",
+        "s1_bits_per_byte_vs_span.png", "s1_valid_bits_per_byte_vs_tokens.png", "s1_valid_bits_per_byte_vs_time.png",
+        "s1_bits_per_byte_vs_span_equal_time.png", "memory_mix.png",
+    }  # fmt: skip
+    assert all(f"figures/{name}" in report for name in figures)
+
+
+def test_a_bench_grid_measures_every_cell_in_one_process(tmp_path, capsys):
+    grid_file = tmp_path / "bench.toml"
+    grid_file.write_text("""
+command = "bench"
+[defaults]
+dim = 16
+heads = 2
+ff = 32
+span = 4
+batch = 2
+segment = 4
+repeats = 1
+steps = 1
+decode_batches = [1, 2]
+decode_tokens = 2
+peak_memory = false
+[[cells]]
+model = ["feedback", "transformer-xl"]
+layers = [1, 2]
+""")
+    out = tmp_path / "exp"
+    assert main(["experiment", str(grid_file), "--out", str(out), "--no-progress"]) == 0
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].endswith(
+        "decode_tokens_per_s_batch1,decode_tokens_per_s_batch2,state_bytes_per_token"
+    )
+    state = {json.loads(p.read_text())["cell"]: json.loads(p.read_text())["bench"]["state_bytes_per_token"]
+             for p in (out / "results").glob("*.json")}  # fmt: skip
+    # the feedback memory is one state per token whatever the depth; a transformer caches one per layer
+    assert state["model=feedback,layers=1"] == state["model=feedback,layers=2"]
+    assert state["model=transformer-xl,layers=2"] == 2 * state["model=transformer-xl,layers=1"]
+    assert main(["experiment", "report", str(out)]) == 0
+    assert (out / "figures" / "decode_speed.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert "fbt bench --models feedback:" in (out / "REPORT.md").read_text()
+    assert main(["experiment", str(grid_file), "--out", str(out), "--budget", "5"]) == 1
+    assert "does not apply" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        ('command = "sing"\n', 1, "command must be one of"),
+        ('seeds = 1\n[[cells]]\nmodel = "lstm"\nseeds = 0\n', 4, "positive integer"),
+        ('[[cells]]\nmodel = "lstm"\n[[reference]]\nlabel = "x"\n', 3, "numeric value"),
+        ('description = "x"\n[data.bad]\nvariables = 9\n', 2, "dataset 'bad'"),
+    ],
+)
+def test_bad_grid_entries_name_their_line(tmp_path, text, line, words):
+    path = tmp_path / "grid.toml"
+    path.write_text(text)
+    with pytest.raises(FbtError, match=f"line {line}: .*{words}"):
+        load_grid(str(path), tmp_path)

@@ -151,7 +151,7 @@ def run_plot_command(args: argparse.Namespace) -> None:
 
 
 def run_experiment_command(args: argparse.Namespace) -> None:
-    from fbt.experiments.grid import load_grid
+    from fbt.experiments.grid import grid_names, load_grid
     from fbt.experiments.report import build_report
     from fbt.experiments.runner import run_grid
 
@@ -160,9 +160,18 @@ def run_experiment_command(args: argparse.Namespace) -> None:
             raise FbtError("fbt experiment report DIR: name the experiment directory")
         print(f"wrote {build_report(args.dir)}")
         return
+    if args.grid == "list":
+        for name in grid_names():
+            grid = load_grid(name, Path("runs") / "experiments" / name)
+            print(f"{name} ({len(grid.cells)} cells{', one fbt bench' if grid.command == 'bench' else ''}): "
+                  f"{grid.description}")  # fmt: skip
+        return
     out = Path(args.out or Path("runs") / "experiments" / Path(args.grid).stem)
     grid = load_grid(args.grid, out, args.seeds, args.budget)
     print(f"{len(grid.cells)} cells of {grid.path.name} in {out}: {grid.description}", file=sys.stderr)
+    if grid.command == "bench" and args.jobs > 1:
+        print("a bench grid measures its cells in one process, one after another (--jobs does not apply)",
+              file=sys.stderr)  # fmt: skip
     results = run_grid(grid, out, args.jobs, args.threads, not args.no_progress)
     print(f"wrote {out / 'results.csv'} ({len(results)} cells); report it with: fbt experiment report {out}")
 

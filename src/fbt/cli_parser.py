@@ -217,10 +217,11 @@ def add_inspect_parsers(commands) -> None:
 def add_experiment_parser(commands) -> None:
     experiment = commands.add_parser(
         "experiment",
-        help="run a grid of training cells (`fbt experiment NAME|FILE`) or report one (`fbt experiment report DIR`)",
+        help="run a grid of cells (`fbt experiment NAME|FILE`), report one (`fbt experiment report DIR`), or list "
+        "the shipped grids (`fbt experiment list`)",
         formatter_class=DefaultsShown,
     )
-    experiment.add_argument("grid", help="a shipped grid's name, a grid file (TOML), or `report`")
+    experiment.add_argument("grid", help="a shipped grid's name, a grid file (TOML), `report` or `list`")
     experiment.add_argument("dir", nargs="?", help="with `report`: the experiment directory")
     experiment.add_argument("--out", help="experiment directory (default: runs/experiments/GRID)")
     experiment.add_argument("--jobs", type=int, default=2, help="cells trained at once")

@@ -127,22 +127,3 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens") ->
 def _curve(rows: list[dict], x: str, column: str) -> tuple[list[float], list[float]]:
     points = [(row[x], row[column]) for row in rows if isinstance(row.get(x), (int, float)) and column in row]
     return [px for px, _ in points], [float(py) for _, py in points]
-
-
-def plot_grid_metric(
-    series: dict[str, list[tuple[float, float, float, float]]], x_label: str, y_label: str, out: str | Path
-) -> Path:
-    """One line per series of (x, mean, min, max) points: a grid's metric against one of its settings, the
-    band spanning the seeds."""
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(6.5, 4.2), dpi=120)
-    for label, points in series.items():
-        points = sorted(points)
-        xs, means, lows, highs = (list(column) for column in zip(*points))
-        axes.plot(xs, means, marker="o", label=label)
-        axes.fill_between(xs, lows, highs, alpha=0.2)
-    axes.set_xlabel(x_label)
-    axes.set_ylabel(y_label)
-    axes.grid(alpha=0.3)
-    axes.legend()
-    return _save(plt, figure, out)

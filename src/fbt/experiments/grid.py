@@ -2,23 +2,35 @@
 
     description = "what the grid asks"
     seeds = 3                       # each cell runs with seeds 0..seeds-1
+    command = "train"               # "train" (fbt train + fbt eval per cell) or "bench" (one fbt bench of all cells)
 
     [data.code-exec-cpu]            # datasets the grid writes first: `fbt data code-exec` options
     variables = 1
 
-    [defaults]                      # `fbt train` settings of every cell (config field names, or `preset`)
-    preset = "code-exec-feedback-cpu"
+    [defaults]                      # settings of every cell: fbt train's config fields (or `preset`);
+    preset = "code-exec-feedback-cpu"   # for a bench grid, model config fields and fbt bench options
     data = "code-exec-cpu"          # a [data] name, or a path
 
     [[cells]]                       # one block per family of cells; a list is a product over its values
+    section = "depth"               # optional: the report's section (a table and figures per section)
+    seeds = 1                       # optional: this block's seed count
     model = "feedback"
     layers = [1, 2, 4]
 
-A cell's name lists the settings that vary across the grid, e.g. `model=feedback,layers=2,seed=0`.
+    [[reference]]                   # optional: a published value marked on the report's figures
+    label = "paper: feedback 4 layers"
+    model = "feedback"              # settings locating the point (the figure's x among them)
+    layers = 4
+    value = 0.991
+
+A cell's name lists the settings that vary across the grid, e.g. `model=feedback,layers=2,seed=0`. Blocks that
+give one cell the same effective settings (defaults and preset included) share it: it runs once, in each
+of their sections.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import sys
@@ -36,8 +48,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SETTINGS = {*ModelConfig.__dataclass_fields__, *TrainConfig.__dataclass_fields__, "preset"} - {"vocab_size"}
-GRID_KEYS = {"description", "seeds", "data", "defaults", "cells"}
+MODEL_FIELDS = set(ModelConfig.__dataclass_fields__)
+SETTINGS = {
+    "train": {*MODEL_FIELDS, *TrainConfig.__dataclass_fields__, "preset"} - {"vocab_size"},
+    "bench": {*MODEL_FIELDS, "batch", "segment", "repeats", "steps", "decode_batches", "decode_tokens", "peak_memory"},
+}
+BLOCK_KEYS = {"section", "seeds"}
+GRID_KEYS = {"description", "seeds", "command", "data", "defaults", "cells", "reference"}
+SETTING_HELP = {"train": "fbt train's config fields, or preset", "bench": "model config fields and fbt bench options"}
 BUILTIN = Path(__file__).parent / "grids"
 
 
@@ -45,12 +63,16 @@ BUILTIN = Path(__file__).parent / "grids"
 class Cell:
     name: str
     settings: dict  # fbt train settings by config field name (and `preset`), data resolved to a path
+    sections: tuple[str, ...] = ("",)
+    values: dict = field(default_factory=dict)  # the settings its name shows, with their effective values
 
 
 @dataclass
 class Grid:
     path: Path
     description: str
+    command: str = "train"
+    references: list[dict] = field(default_factory=list)
     datasets: dict[str, Generator] = field(default_factory=dict)
     cells: list[Cell] = field(default_factory=list)
 
@@ -69,17 +91,46 @@ def locate(name_or_file: str) -> Path:
     raise FbtError(f"no grid {name_or_file!r}: not a file, nor one of {', '.join(grid_names())}")
 
 
-def line_of(text: str, key: str) -> int:
-    """Line number of the first `key =` in the file (for errors about a value, not its syntax)."""
+def line_of(text: str, key: str, value: object = None) -> int:
+    """Line number of the first `key =`, `[key]`, `[[key]]` or `[table.key]` in the file (of `key = value`
+    when a value is given): for errors about a value, not its syntax."""
+    shown = "" if value is None else re.escape(str(value).lower() if isinstance(value, bool) else repr(value))
+    name = re.escape(key)
     for number, line in enumerate(text.splitlines(), start=1):
-        if re.match(rf"\s*{re.escape(key)}\s*=", line):
+        if re.match(rf"\s*{name}\s*=\s*{shown}", line) or re.match(rf"\s*\[\[?([\w-]+\.)?{name}\]", line):
             return number
     return 0
 
 
+def effective_settings(settings: dict, command: str) -> dict:
+    """What a cell actually runs with: config defaults, then its preset, then its own settings."""
+    if command == "bench":
+        return settings
+    base = {**ModelConfig().to_dict(), **dataclasses.asdict(TrainConfig())}
+    if "preset" in settings:
+        preset = get_preset(settings["preset"])
+        base.update({**preset["model"], **preset["train"]})
+    return {**base, **{k: v for k, v in settings.items() if k != "preset"}}
+
+
+# Settings a model family ignores, left out of a cell's name (memory_layer matters with memory = "layer" only).
+ONLY_FOR = {
+    "memory": "feedback", "memory_layer": "feedback", "shared_kv": "feedback",
+    "attend_self": "transformer-xl", "context": "gpt",
+}  # fmt: skip
+
+
+def matters(key: str, values: dict) -> bool:
+    if key == "span" and values.get("model") in ("gpt", "lstm"):
+        return False
+    if key == "memory_layer" and values.get("memory") != "layer":
+        return False
+    return ONLY_FOR.get(key, values.get("model")) == values.get("model")
+
+
 def load_grid(name_or_file: str, out: Path, seeds: int | None = None, steps: int | None = None) -> Grid:
     """Parse and check a grid; datasets named in [data] live in out/data/NAME. `seeds` and `steps` override
-    the grid's seed count and every cell's training steps."""
+    the grid's (and every block's) seed count and every cell's training steps."""
     path = locate(name_or_file)
     text = path.read_text()
     try:
@@ -87,12 +138,17 @@ def load_grid(name_or_file: str, out: Path, seeds: int | None = None, steps: int
     except tomllib.TOMLDecodeError as error:
         raise FbtError(f"{path}: {error}") from None
 
-    def fail(key: str, message: str) -> FbtError:
-        return FbtError(f"{path} line {line_of(text, key)}: {message}")
+    def fail(key: str, message: str, value: object = None) -> FbtError:
+        return FbtError(f"{path} line {line_of(text, key, value)}: {message}")
 
     for key in raw:
         if key not in GRID_KEYS:
             raise fail(key, f"unknown entry {key!r}; a grid has {', '.join(sorted(GRID_KEYS))}")
+    command = raw.get("command", "train")
+    if command not in SETTINGS:
+        raise fail("command", f"command must be one of {', '.join(SETTINGS)}, got {command!r}")
+    if command == "bench" and steps is not None:
+        raise FbtError(f"{path} is a bench grid: --budget (training steps) does not apply")
     datasets = {}
     for name, options in raw.get("data", {}).items():
         try:
@@ -101,28 +157,60 @@ def load_grid(name_or_file: str, out: Path, seeds: int | None = None, steps: int
             raise fail(name, f"dataset {name!r}: {error}") from None
     defaults = raw.get("defaults", {})
     blocks = raw.get("cells", [{}])
-    for block in [defaults, *blocks]:
+    for key in defaults:
+        if key not in SETTINGS[command]:
+            raise fail(key, f"unknown setting {key!r} ({SETTING_HELP[command]})")
+    for block in blocks:
         for key in block:
-            if key not in SETTINGS:
-                raise fail(key, f"unknown setting {key!r} (fbt train's config fields, or preset)")
+            if key not in SETTINGS[command] | BLOCK_KEYS:
+                raise fail(key, f"unknown setting {key!r} ({SETTING_HELP[command]}, section or seeds)")
     if "preset" in defaults:
         get_preset(defaults["preset"])
-    seed_count = seeds if seeds is not None else raw.get("seeds", 1)
-    if not isinstance(seed_count, int) or seed_count < 1:
-        raise fail("seeds", f"seeds must be a positive integer, got {seed_count!r}")
-    expanded = []
+    for key, value in [("seeds", raw.get("seeds", 1))] + [("seeds", b["seeds"]) for b in blocks if "seeds" in b]:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise fail(key, f"seeds must be a positive integer, got {value!r}", value)
+    expanded: list[tuple[dict, str]] = []
     for block in blocks:
-        lists = {k: v if isinstance(v, list) else [v] for k, v in block.items() if k != "seed"}
+        seed_count = seeds if seeds is not None else block.get("seeds", raw.get("seeds", 1))
+        if command == "bench":
+            seed_count = 1  # timings have no seed
+        lists = {k: v if isinstance(v, list) else [v] for k, v in block.items() if k not in BLOCK_KEYS | {"seed"}}
         for values in itertools.product(*lists.values()):
             for seed in range(seed_count):
-                expanded.append({**defaults, **dict(zip(lists, values)), "seed": seed})
+                settings = {**defaults, **dict(zip(lists, values))}
+                if command == "train":
+                    settings["seed"] = seed
                 if steps is not None:
-                    expanded[-1]["steps"] = steps
-    for settings in expanded:
+                    settings["steps"] = steps
+                expanded.append((settings, block.get("section", "")))
+    for settings, _ in expanded:
         if settings.get("data") in datasets:
             settings["data"] = str((out / "data" / settings["data"]).resolve())
-    varying = [k for k in dict.fromkeys(k for s in expanded for k in s) if len({repr(s.get(k)) for s in expanded}) > 1]
-    cells = [Cell(",".join(f"{k}={s.get(k)}" for k in varying) or "cell", s) for s in expanded]
-    if len({cell.name for cell in cells}) != len(cells):
-        raise FbtError(f"{path}: two cells have the same settings")
-    return Grid(path, raw.get("description", ""), datasets, cells)
+    try:
+        effective = [effective_settings(settings, command) for settings, _ in expanded]
+    except FbtError as error:
+        raise FbtError(f"{path}: {error}") from None
+    given = list(dict.fromkeys(k for settings, _ in expanded for k in settings if k != "preset"))
+    varying = sorted(
+        (k for k in given if len({repr(e.get(k)) for e in effective}) > 1),
+        key=lambda k: (k != "model", k != "layers", k == "seed"),
+    )
+    cells: dict[str, Cell] = {}  # by effective settings
+    for (settings, section), values in zip(expanded, effective, strict=True):
+        shown = {k: values.get(k) for k in varying if matters(k, values)}
+        name = ",".join(f"{k}={v}" for k, v in shown.items()) or "cell"
+        identity = repr(sorted(values.items()))
+        if identity in cells:
+            if section in cells[identity].sections:
+                raise FbtError(f"{path}: two cells of section {section!r} have the same settings ({name})")
+            first = cells[identity]
+            cells[identity] = Cell(name, first.settings, (*first.sections, section), shown)
+        else:
+            cells[identity] = Cell(name, settings, (section,), shown)
+    if len({cell.name for cell in cells.values()}) != len(cells):
+        raise FbtError(f"{path}: two different cells would share a name; vary a setting the model uses")
+    references = raw.get("reference", [])
+    for reference in references:
+        if not isinstance(reference.get("value"), (int, float)) or "label" not in reference:
+            raise fail("reference", "a [[reference]] needs a label and a numeric value")
+    return Grid(path, raw.get("description", ""), command, references, datasets, list(cells.values()))

@@ -7,13 +7,18 @@ Layout of an experiment directory:
     results/CELL.json         a finished cell: its settings, commands, test metrics and training summary
     results.csv               one row per finished cell
 
-A cell with a result is never run again; a cell with a checkpoint but no result resumes from it.
+A cell with a result is never run again; a cell with a checkpoint but no result resumes from it. A bench grid
+runs one `fbt bench` over its unfinished cells (measured interleaved) instead of training.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
+import importlib.metadata
 import json
+import os
+import platform
 import shlex
 import shutil
 import subprocess
@@ -25,7 +30,7 @@ from tqdm import tqdm
 
 from fbt.data.code_exec import generate_dataset
 from fbt.errors import FbtError
-from fbt.experiments.grid import Cell, Grid
+from fbt.experiments.grid import MODEL_FIELDS, Cell, Grid
 from fbt.training import checkpoint
 
 FBT = [sys.executable, "-m", "fbt.cli"]
@@ -80,6 +85,8 @@ def run_cell(cell: Cell, out: Path, threads: int) -> dict:
     test = run_fbt([*evaluation, "--threads", str(threads), "--json"], log)
     result = {
         "cell": cell.name,
+        "sections": list(cell.sections),
+        "values": cell.values,
         "settings": cell.settings,
         "train_command": f"fbt {shlex.join(command)}",
         "eval_command": f"fbt {shlex.join(evaluation)}",
@@ -99,6 +106,70 @@ def write_datasets(grid: Grid, out: Path) -> None:
         generate_dataset(directory, generator, seed=0, overwrite=True)
 
 
+BENCH_MODEL_KEYS = ("model", "shared_kv")  # the rest of a bench cell's model settings go in its spec
+
+
+def bench_command(grid: Grid, cells: list[Cell], threads: int) -> list[str]:
+    """One `fbt bench` measuring every cell's model, interleaved."""
+    specs, flags = [], []
+    for cell in cells:
+        model = {k: v for k, v in cell.settings.items() if k in MODEL_FIELDS}  # `peak_memory` is a bench option
+        overrides = [f"{k}={v}" for k, v in model.items() if k not in BENCH_MODEL_KEYS]
+        if "shared_kv" in model:
+            overrides.append(f"kv={'shared' if model['shared_kv'] else 'per-layer'}")
+        specs.append(f"{model.get('model', 'feedback')}:{','.join(overrides)}")
+    options = {k: v for k, v in cells[0].settings.items() if k not in MODEL_FIELDS}
+    for key, value in options.items():
+        if key == "peak_memory":
+            flags += [] if value else ["--no-memory"]
+        elif isinstance(value, list):
+            flags += [f"--{key.replace('_', '-')}", *map(str, value)]
+        else:
+            flags += [f"--{key.replace('_', '-')}", str(value)]
+    return ["bench", "--models", *specs, *flags, "--threads", str(threads)]
+
+
+def run_bench_cells(grid: Grid, out: Path, threads: int) -> None:
+    """Measure the cells without a result in one process; one result file per cell."""
+    todo = [cell for cell in grid.cells if not (out / "results" / f"{cell.name}.json").exists()]
+    if not todo:
+        return
+    log = out / "bench.log"
+    command = bench_command(grid, todo, threads)
+    report = run_fbt([*command, "--json"], log)
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    for cell, entry in zip(todo, report["models"], strict=True):
+        result = {
+            "cell": cell.name,
+            "sections": list(cell.sections),
+            "values": cell.values,
+            "settings": cell.settings,
+            "bench_command": f"fbt {shlex.join(command)}",
+            "bench": {**entry, **{k: v for k, v in report.items() if k != "models"}},
+        }
+        checkpoint.write_json_atomic(out / "results" / f"{cell.name}.json", result)
+
+
+def host_info(threads: int, jobs: int) -> dict:
+    """The machine the cells run on, for the report."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cells at once": jobs,
+        "threads per cell": threads,
+        "torch": importlib.metadata.version("torch"),
+        "python": platform.python_version(),
+        "date": datetime.date.today().isoformat(),
+    }
+
+
 def run_grid(grid: Grid, out: Path, jobs: int = 1, threads: int = 1, progress: bool = True) -> list[dict]:
     """Every cell's result (finished ones read back), in grid order; results.csv rewritten."""
     if jobs < 1 or threads < 1:
@@ -106,6 +177,12 @@ def run_grid(grid: Grid, out: Path, jobs: int = 1, threads: int = 1, progress: b
     out.mkdir(parents=True, exist_ok=True)
     if grid.path.resolve() != (out / "grid.toml").resolve():
         shutil.copyfile(grid.path, out / "grid.toml")
+    checkpoint.write_json_atomic(out / "host.json", host_info(threads, jobs if grid.command == "train" else 1))
+    if grid.command == "bench":
+        run_bench_cells(grid, out, threads)
+        ordered = [checkpoint.read_json(out / "results" / f"{cell.name}.json") for cell in grid.cells]
+        write_table(ordered, out / "results.csv")
+        return ordered
     write_datasets(grid, out)
     results: dict[str, dict] = {}
     bar = tqdm(total=len(grid.cells), desc="cells", unit="cell", disable=None if progress else True)
@@ -128,8 +205,15 @@ def table_rows(results: list[dict]) -> list[dict]:
     rows = []
     for result in results:
         row = {"cell": result["cell"], **{k: result["settings"].get(k, "") for k in keys}}
-        row.update({f"test_{m}": result["test"].get(m, "") for m in METRICS})
-        row.update({"train_tokens": result["train"].get("tokens", ""), "train_s": result["train"].get("elapsed_s", "")})
+        if "bench" in result:
+            bench = result["bench"]
+            row["train_tokens_per_s"] = bench["train_tokens_per_s"]
+            row.update({f"decode_tokens_per_s_batch{b}": v for b, v in bench["decode_tokens_per_s"].items()})
+            row["state_bytes_per_token"] = bench["state_bytes_per_token"]
+        else:
+            row.update({f"test_{m}": result["test"].get(m, "") for m in METRICS})
+            train = result["train"]
+            row.update({"train_tokens": train.get("tokens", ""), "train_s": train.get("elapsed_s", "")})
         rows.append(row)
     return rows
 
