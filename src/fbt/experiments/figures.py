@@ -73,6 +73,25 @@ def plot_bars(
     return _save(plt, figure, out)
 
 
+FAMILY_MAPS = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys")
+
+
+def family_colours(plt, labels: list[str]) -> dict[str, object]:
+    """A colour map per family (the label's first part, e.g. the model) and a shade per member, darker
+    for later members (deeper, wider...), so curves of one family read as one."""
+    families: dict[str, list[str]] = {}
+    for label in labels:
+        families.setdefault(label.split(", ")[0], []).append(label)
+    if len(families) == len(labels):  # one curve per family: the usual colour cycle
+        return {label: f"C{i}" for i, label in enumerate(labels)}
+    colours = {}
+    for index, members in enumerate(families.values()):
+        colour_map = plt.get_cmap(FAMILY_MAPS[index % len(FAMILY_MAPS)])
+        for rank, label in enumerate(members):
+            colours[label] = colour_map(0.45 + 0.5 * (rank + 1) / len(members))
+    return colours
+
+
 def plot_curves(
     curves: dict[str, tuple[list[float], list[float]]],
     x_label: str,
@@ -84,8 +103,9 @@ def plot_curves(
     """Validation metric over training, one line per setting (mean over its seeds)."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.4), dpi=120)
+    colours = family_colours(plt, list(curves))
     for label, (xs, ys) in curves.items():
-        axes.plot(xs, ys, marker="o", markersize=2.5, linewidth=1.2, label=label)
+        axes.plot(xs, ys, marker="o", markersize=2.5, linewidth=1.2, color=colours[label], label=label)
     _reference_lines(axes, lines or {})
     _finish(axes, x_label, y_label, title)
     return _save(plt, figure, out)

@@ -23,9 +23,10 @@
     layers = 4
     value = 0.991
 
-A cell's name lists the settings that vary across the grid, e.g. `model=feedback,layers=2,seed=0`. Blocks that
-give one cell the same effective settings (defaults and preset included) share it: it runs once, in each
-of their sections.
+A cell's name lists the model, layers and seed where they vary across the grid, and the settings that vary
+within its section, e.g. `model=feedback,layers=2,seed=0`; a cell whose name another section already took
+gets its section as a prefix. Blocks that give one cell the same effective settings (defaults and preset
+included) share it: it runs once, in each of their sections.
 """
 
 from __future__ import annotations
@@ -191,24 +192,32 @@ def load_grid(name_or_file: str, out: Path, seeds: int | None = None, steps: int
     except FbtError as error:
         raise FbtError(f"{path}: {error}") from None
     given = list(dict.fromkeys(k for settings, _ in expanded for k in settings if k != "preset"))
-    varying = sorted(
-        (k for k in given if len({repr(e.get(k)) for e in effective}) > 1),
-        key=lambda k: (k != "model", k != "layers", k == "seed"),
-    )
+
+    def varying(indices: list[int]) -> list[str]:
+        keys = [k for k in given if len({repr(effective[i].get(k)) for i in indices}) > 1]
+        return sorted(keys, key=lambda k: (k != "model", k != "layers", k == "seed"))
+
+    everywhere = varying(list(range(len(expanded))))
+    in_section = {section: varying([i for i, (_, s) in enumerate(expanded) if s == section]) for _, section in expanded}
     cells: dict[str, Cell] = {}  # by effective settings
+    names: dict[str, str] = {}  # name -> effective settings
     for (settings, section), values in zip(expanded, effective, strict=True):
-        shown = {k: values.get(k) for k in varying if matters(k, values)}
-        name = ",".join(f"{k}={v}" for k, v in shown.items()) or "cell"
         identity = repr(sorted(values.items()))
+        keys = [k for k in everywhere if k in ("model", "layers", "seed") or k in in_section[section]]
+        shown = {k: values.get(k) for k in keys if matters(k, values)}
         if identity in cells:
-            if section in cells[identity].sections:
-                raise FbtError(f"{path}: two cells of section {section!r} have the same settings ({name})")
             first = cells[identity]
-            cells[identity] = Cell(name, first.settings, (*first.sections, section), shown)
-        else:
-            cells[identity] = Cell(name, settings, (section,), shown)
-    if len({cell.name for cell in cells.values()}) != len(cells):
-        raise FbtError(f"{path}: two different cells would share a name; vary a setting the model uses")
+            if section in first.sections:
+                raise FbtError(f"{path}: two cells of section {section!r} have the same settings ({first.name})")
+            cells[identity] = Cell(first.name, first.settings, (*first.sections, section), {**first.values, **shown})
+            continue
+        name = ",".join(f"{k}={v}" for k, v in shown.items()) or "cell"
+        if name in names:  # the same settings shown, others differ: the section tells them apart
+            name = f"{re.sub(r'[^A-Za-z0-9]+', '-', section).strip('-')}.{name}"
+        if name in names:
+            raise FbtError(f"{path}: two different cells would be named {name}; vary a setting the model uses")
+        names[name] = identity
+        cells[identity] = Cell(name, settings, (section,), shown)
     references = raw.get("reference", [])
     for reference in references:
         if not isinstance(reference.get("value"), (int, float)) or "label" not in reference:

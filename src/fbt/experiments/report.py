@@ -63,9 +63,22 @@ def spread(values: list[float], metric: str) -> str:
     return f"{format_value(statistics.mean(values), metric)} ({low}–{high})"
 
 
+def parse_value(text: str) -> object:
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return {"True": True, "False": False}.get(text, text)
+
+
 def values_of(result: dict) -> dict:
-    """The settings that tell a cell apart, with their effective values (its settings for older results)."""
-    return result.get("values") or result["settings"]
+    """The settings that tell a cell apart, with their effective values (read from its name for results
+    written before they were stored)."""
+    if "values" in result:
+        return result["values"]
+    pairs = [item.partition("=") for item in result["cell"].split(",")]
+    return {key: parse_value(value) for key, sep, value in pairs if sep}
 
 
 def varying_keys(results: list[dict]) -> list[str]:
@@ -178,7 +191,10 @@ class ReportWriter:
             self.lines.append("| " + " | ".join([*row, f"{tokens:,}", f"{seconds:,.0f}"]) + " |")
         self.lines.append("")
         floors = heuristic_lines(results) if metric == "accuracy" else {}
-        x = next((k for k in X_SETTINGS if k in keys), None)
+        numeric = [
+            k for k in X_SETTINGS if k in keys and all(isinstance(dict(zip(keys, v))[k], (int, float)) for v in groups)
+        ]
+        x = next(iter(numeric), None)
         directory = self.out / "figures"
         if x is not None:
             series: dict[str, list] = {}
@@ -226,7 +242,7 @@ class ReportWriter:
             self.wall_clock(groups, keys, metric, prefix)
 
     def wall_clock(self, groups: dict, keys: list[str], metric: str, prefix: str) -> None:
-        """The same curves against training seconds, and the metric of every setting at one common time."""
+        """The validation curves against training seconds: where the sequential cost of a model shows."""
         curves = {label_of(keys, v): mean_curve(self.out, m, metric, "elapsed_s") for v, m in groups.items()}
         curves = {label: curve for label, curve in curves.items() if curve[0]}
         if not curves:
@@ -239,42 +255,13 @@ class ReportWriter:
             directory / f"{prefix}valid_{metric}_vs_time.png",
         )
         self.figure(path, f"valid {metric} vs wall-clock time")
-        budget = min(xs[-1] for xs, _ in curves.values())
-        at_budget = {label: value_at(xs, ys, budget) for label, (xs, ys) in curves.items()}
-        self.lines += [
-            f"At equal wall-clock time ({budget:,.0f} s, the shortest cell's training time; validation on "
-            f"{self.valid_tokens()} tokens, evaluations included in the time):",
-            "",
-            "| " + " | ".join(keys) + f" | valid {metric} at {budget:,.0f} s |",
-            "|" + "---|" * (len(keys) + 1),
-        ]
-        for values in groups:
-            value = at_budget.get(label_of(keys, values))
-            shown = "no evaluation yet" if value is None else f"{value:.3f}"
-            self.lines.append("| " + " | ".join([*map(str, values), shown]) + " |")
-        self.lines.append("")
-        x = next((k for k in X_SETTINGS if k in keys), None)
-        if x is None:
-            return
-        series: dict[str, list] = {}
-        for values in groups:
-            value = at_budget.get(label_of(keys, values))
-            if value is not None:
-                series.setdefault(label_of(keys, values, x), []).append(
-                    (dict(zip(keys, values))[x], value, value, value)
-                )
-        path = figures.plot_metric_vs_setting(
-            series,
-            x,
-            VALID_LABELS[metric],
-            directory / f"{prefix}{metric}_vs_{x}_equal_time.png",
-            f"equal wall-clock time: {budget:,.0f} s of training",
-        )
-        self.figure(path, f"{metric} vs {x} at equal wall-clock time")
 
-    def valid_tokens(self) -> str:
-        tokens = {str(read_config(self.out / "cells" / r["cell"])["train"].get("eval_tokens")) for r in self.results}
-        return "/".join(sorted(tokens))
+    def budget(self, results: list[dict]) -> str:
+        """What the section's cells had equal: training tokens, or wall-clock seconds when they share a budget."""
+        budgets = {read_config(self.out / "cells" / r["cell"])["train"].get("time_budget", 0) for r in results}
+        if len(budgets) == 1 and budgets != {0}:
+            return f"equal wall-clock time: {next(iter(budgets)):g} s of training per cell"
+        return "equal training tokens"
 
     def memory_mix(self) -> None:
         """softmax(w) over training of feedback cells that learn the mix (first seed of each setting)."""
