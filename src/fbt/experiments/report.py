@@ -105,7 +105,8 @@ def group_results(results: list[dict], keys: list[str]) -> dict[tuple, list[dict
 
 def label_of(keys: list[str], values: tuple, leave_out: str | None = None) -> str:
     """'feedback, layers=2': a model by its name, other settings as key=value."""
-    named = [str(v) if k == "model" else f"{k}={v}" for k, v in zip(keys, values) if k != leave_out]
+    pairs = sorted(zip(keys, values), key=lambda pair: (pair[0] != "model", pair[0] != "layers"))
+    named = [str(v) if k == "model" else f"{k}={v}" for k, v in pairs if k != leave_out and v != "–"]
     return ", ".join(named)
 
 
@@ -156,6 +157,18 @@ def reference_marks(references: list[dict], x: str, section_results: list[dict])
     return marks
 
 
+def is_axis(x: str, keys: list[str], groups: list[tuple]) -> bool:
+    """A setting can be the x axis when it is a number everywhere and takes two or more values with the
+    other settings fixed (layers tied to the model, as in "feedback 2 vs transformer-xl 4", cannot)."""
+    index = keys.index(x)
+    if not all(isinstance(values[index], (int, float)) for values in groups):
+        return False
+    lines: dict[tuple, set] = {}
+    for values in groups:
+        lines.setdefault(values[:index] + values[index + 1 :], set()).add(values[index])
+    return any(len(xs) > 1 for xs in lines.values())
+
+
 class ReportWriter:
     def __init__(self, out: Path):
         self.out = out
@@ -191,10 +204,7 @@ class ReportWriter:
             self.lines.append("| " + " | ".join([*row, f"{tokens:,}", f"{seconds:,.0f}"]) + " |")
         self.lines.append("")
         floors = heuristic_lines(results) if metric == "accuracy" else {}
-        numeric = [
-            k for k in X_SETTINGS if k in keys and all(isinstance(dict(zip(keys, v))[k], (int, float)) for v in groups)
-        ]
-        x = next(iter(numeric), None)
+        x = next((k for k in X_SETTINGS if k in keys and is_axis(k, keys, list(groups))), None)
         directory = self.out / "figures"
         if x is not None:
             series: dict[str, list] = {}
@@ -209,7 +219,7 @@ class ReportWriter:
                 x,
                 METRIC_LABELS[metric],
                 directory / f"{prefix}{metric}_vs_{x}.png",
-                "equal training tokens; band: min–max over seeds",
+                f"{self.budget(results)}; band: min–max over seeds",
                 floors,
                 marks,
             )
@@ -223,13 +233,13 @@ class ReportWriter:
                 bars,
                 METRIC_LABELS[metric],
                 directory / f"{prefix}{metric}_bars.png",
-                "error bars: min–max over seeds",
+                f"{self.budget(results)}; error bars: min–max over seeds",
                 floors,
             )
             self.figure(path, f"{metric} per setting")
         curves = {label_of(keys, v) or metric: mean_curve(self.out, m, metric, "tokens") for v, m in groups.items()}
         curves = {label: ([x / 1e6 for x in xs], ys) for label, (xs, ys) in curves.items() if xs}
-        if curves:
+        if any(len(xs) > 1 for xs, _ in curves.values()):  # a curve, not only the final evaluation
             path = figures.plot_curves(
                 curves,
                 "training tokens (millions)",
@@ -245,7 +255,7 @@ class ReportWriter:
         """The validation curves against training seconds: where the sequential cost of a model shows."""
         curves = {label_of(keys, v): mean_curve(self.out, m, metric, "elapsed_s") for v, m in groups.items()}
         curves = {label: curve for label, curve in curves.items() if curve[0]}
-        if not curves:
+        if not any(len(xs) > 1 for xs, _ in curves.values()):
             return
         directory = self.out / "figures"
         path = figures.plot_curves(
@@ -339,6 +349,8 @@ class ReportWriter:
 
 def build_report(out: str | Path) -> Path:
     writer = ReportWriter(Path(out))
+    for stale in (writer.out / "figures").glob("*.png"):  # figures of an earlier report of fewer cells
+        stale.unlink()
     if "bench" in writer.results[0]:
         writer.bench_section()
     else:
