@@ -35,18 +35,20 @@ def plot_metric_vs_setting(
     out: Path,
     title: str = "",
     lines: dict[str, float] | None = None,
-    marks: list[tuple[float, float, str]] | None = None,
+    marks: list[tuple[float, float, str, str]] | None = None,
 ) -> Path:
     """One line per series of (x, mean, min, max) points, the band spanning the seeds; `marks` are single
-    published points (x, value, label) drawn as stars."""
+    published points (x, value, label, series label) drawn as stars."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.5, 4.2), dpi=120)
+    colours = {}
     for label, points in series.items():
         xs, means, lows, highs = (list(column) for column in zip(*sorted(points)))
         (line,) = axes.plot(xs, means, marker="o", label=label)
         axes.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2)
-    for x, value, label in marks or []:
-        axes.plot([x], [value], marker="*", markersize=13, linestyle="none", label=label)
+        colours[label] = line.get_color()
+    for x, value, label, of_series in marks or []:  # a published point, in the colour of its series
+        axes.plot([x], [value], marker="*", markersize=13, linestyle="none", color=colours.get(of_series), label=label)
     _reference_lines(axes, lines or {})
     if all(isinstance(p[0], (int, float)) and p[0] > 0 for points in series.values() for p in points):
         values = sorted({p[0] for points in series.values() for p in points})

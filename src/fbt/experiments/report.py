@@ -153,7 +153,10 @@ def reference_marks(references: list[dict], x: str, section_results: list[dict])
             all({**r["settings"], **values_of(r)}.get(k) == v for k, v in located.items() if k != x)
             for r in section_results
         ):
-            marks.append((located[x], reference["value"], reference["label"]))
+            others = {k: v for k, v in located.items() if k != x}
+            marks.append(
+                (located[x], reference["value"], reference["label"], label_of(list(others), tuple(others.values())))
+            )
     return marks
 
 
@@ -213,7 +216,7 @@ class ReportWriter:
                 point = (dict(zip(keys, values))[x], statistics.mean(scores), min(scores), max(scores))
                 series.setdefault(label_of(keys, values, x) or metric, []).append(point)
             marks = reference_marks(self.grid.get("reference", []), x, results)
-            marks = [(mx, scale(value, metric), label) for mx, value, label in marks]
+            marks = [(mx, scale(value, metric), label, line) for mx, value, label, line in marks]
             path = figures.plot_metric_vs_setting(
                 series,
                 x,
