@@ -68,6 +68,11 @@ def run_fbt(args: list[str], log: Path) -> dict:
     return last_json(done.stdout)
 
 
+def describe(cell: Cell) -> dict:
+    """What a result file says of its cell, before its measurements."""
+    return {"cell": cell.name, "sections": list(cell.sections), "values": cell.values, "settings": cell.settings}
+
+
 def run_cell(cell: Cell, out: Path, threads: int) -> dict:
     result_path = out / "results" / f"{cell.name}.json"
     if result_path.exists():
@@ -84,10 +89,7 @@ def run_cell(cell: Cell, out: Path, threads: int) -> dict:
     evaluation = ["eval", str(run_dir), "--split", "test"]
     test = run_fbt([*evaluation, "--threads", str(threads), "--json"], log)
     result = {
-        "cell": cell.name,
-        "sections": list(cell.sections),
-        "values": cell.values,
-        "settings": cell.settings,
+        **describe(cell),
         "train_command": f"fbt {shlex.join(command)}",
         "eval_command": f"fbt {shlex.join(evaluation)}",
         "test": test,
@@ -140,10 +142,7 @@ def run_bench_cells(grid: Grid, out: Path, threads: int) -> None:
     (out / "results").mkdir(parents=True, exist_ok=True)
     for cell, entry in zip(todo, report["models"], strict=True):
         result = {
-            "cell": cell.name,
-            "sections": list(cell.sections),
-            "values": cell.values,
-            "settings": cell.settings,
+            **describe(cell),
             "bench_command": f"fbt {shlex.join(command)}",
             "bench": {**entry, **{k: v for k, v in report.items() if k != "models"}},
         }
