@@ -5,16 +5,19 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from fbt.data.streams import SegmentStream
+from fbt.data.text import read_text_bytes, subword_split_text
+from fbt.data.tokenizer import TOKENIZER_FILE, load_tokenizer, train_tokenizer
+from fbt.data.translation import TranslationStream, encode_pairs, load_split_pairs, read_corpus
 from fbt.errors import FbtError, warn
 from fbt.models import ModelConfig, build_model
 from fbt.sampling import check_sampling, generate
-from fbt.tasks import Task
+from fbt.tasks import TOKENIZED, Task
 from fbt.training import checkpoint
 from fbt.training.config import TrainConfig
 from fbt.training.describe import describe
@@ -50,19 +53,70 @@ def read_run_config(path: Path) -> tuple[ModelConfig, TrainConfig]:
     return ModelConfig.from_dict(data["model"]), TrainConfig.from_dict(data["train"])
 
 
-def load_stage(task: Task, data: str, config: TrainConfig) -> tuple[SegmentStream, SegmentStream]:
-    """Train and valid streams of one dataset."""
-    streams = [
-        SegmentStream(*task.load_split(data, split), config.batch, config.segment) for split in ("train", "valid")
-    ]
-    return streams[0], streams[1]
+def load_streams(task: Task, config: TrainConfig, data: str, splits: tuple[str, ...], batch: int | None = None,
+                 segment: int | None = None) -> list:  # fmt: skip
+    """A stream per split of one dataset: segments of a token stream, or batches of sentence pairs."""
+    if task.name != "translation":
+        return [task.segment_stream(data, split, batch or config.batch, segment or config.segment,
+                                    config.target_column) for split in splits]  # fmt: skip
+    corpus = read_corpus(data, config.source_column, config.target_column, config.target_data, config.group_column)
+    streams = []
+    for split in splits:
+        sources, targets = encode_pairs(task.tokenizer, *load_split_pairs(corpus, split))
+        streams.append(TranslationStream(sources, targets, config.batch_tokens, config.max_length, config.seed,
+                                         shuffle=split == "train"))  # fmt: skip
+    return streams
+
+
+def training_text(config: TrainConfig) -> Iterator[str]:
+    """What an automatically trained tokenizer learns from: the train split of the run's data."""
+    if config.task == "lm":
+        yield from subword_split_text(read_text_bytes(config.data, config.target_column), "train").splitlines(True)
+        return
+    corpus = read_corpus(config.data, config.source_column, config.target_column, config.target_data,
+                         config.group_column)  # fmt: skip
+    sources, targets = load_split_pairs(corpus, "train")
+    yield from sources
+    yield from targets
+
+
+def run_task(config: TrainConfig, run_dir: Path) -> Task:
+    """The run's task; a tokenizing task gets the run's own tokenizer.json, else the one of
+    --tokenizer, else one trained on the train split."""
+    if config.task not in TOKENIZED:
+        return Task(config.task)
+    saved = Path(run_dir) / TOKENIZER_FILE
+    if saved.is_file():
+        return Task(config.task, load_tokenizer(saved))
+    if config.tokenizer:
+        return Task(config.task, load_tokenizer(config.tokenizer))
+    return Task(config.task, train_tokenizer(training_text(config), config.tokenizer_vocab))
+
+
+def check_model_fits_task(model_config: ModelConfig, train_config: TrainConfig) -> None:
+    translation = train_config.task == "translation"
+    if translation != (model_config.model == "seq2seq"):
+        raise FbtError("translation trains the seq2seq model (--model seq2seq), and seq2seq only translates: "
+                       f"got --task {train_config.task} with --model {model_config.model}")  # fmt: skip
+    if translation and model_config.context < train_config.max_length + 1:
+        raise FbtError(f"--context {model_config.context} must exceed --max-length {train_config.max_length}: "
+                       "a sentence and its </s> or <s> must fit the positions")  # fmt: skip
 
 
 def resolve_paths(config: TrainConfig) -> TrainConfig:
     """The run's data paths made absolute, so it evaluates and resumes from any working directory."""
-    data = str(Path(config.data).resolve()) if config.data else ""
-    curriculum = ",".join(str(Path(stage).resolve()) for stage in config.stages[:-1])
-    return dataclasses.replace(config, data=data, curriculum=curriculum)
+
+    def absolute(path: str) -> str:
+        return str(Path(path).resolve()) if path else ""
+
+    curriculum = ",".join(absolute(stage) for stage in config.stages[:-1])
+    return dataclasses.replace(
+        config,
+        data=absolute(config.data),
+        curriculum=curriculum,
+        target_data=absolute(config.target_data),
+        tokenizer=absolute(config.tokenizer),
+    )
 
 
 def check_data_exists(config: TrainConfig) -> None:
@@ -72,13 +126,16 @@ def check_data_exists(config: TrainConfig) -> None:
 
 
 def build_trainer(model_config: ModelConfig, train_config: TrainConfig, out: Path, device: torch.device) -> Trainer:
-    task = Task(train_config.task)
+    check_model_fits_task(model_config, train_config)
+    task = run_task(train_config, out)
     if model_config.vocab_size != task.vocab_size:
         model_config = ModelConfig.from_dict({**model_config.to_dict(), "vocab_size": task.vocab_size})
-    stages = [load_stage(task, data, train_config) for data in train_config.stages]
+    stages = [tuple(load_streams(task, train_config, data, ("train", "valid"))) for data in train_config.stages]
     torch.manual_seed(train_config.seed)
     model = build_model(model_config).to(device)
     out.mkdir(parents=True, exist_ok=True)
+    if task.tokenizer is not None:
+        task.tokenizer.save(out)
     return Trainer(model, train_config, task, stages, out, run_config_dict(model_config, train_config), device)
 
 
@@ -92,8 +149,9 @@ def make_trainer(
     if train_config.warmup >= train_config.steps:
         warn(f"warm-up ({train_config.warmup} steps) is not shorter than the run ({train_config.steps} steps): "
              "the learning rate never reaches its peak")  # fmt: skip
-    trainer = build_trainer(model_config, resolve_paths(train_config), out, device)
     # A start that stopped before its first checkpoint leaves files behind: begin them anew.
+    (out / TOKENIZER_FILE).unlink(missing_ok=True)
+    trainer = build_trainer(model_config, resolve_paths(train_config), out, device)
     trainer.log.reset()
     for stale in (ORIGINAL_CONFIG, SUMMARY):
         (out / stale).unlink(missing_ok=True)
@@ -187,7 +245,22 @@ def load_run(path: str | Path, device: str = "auto") -> tuple[nn.Module, Task, M
     model_config, train_config = read_run_config(directory)
     model = build_model(model_config).to(resolve_device(device))
     load_weights(model, directory)
-    return model.eval(), Task(train_config.task), model_config, train_config
+    return model.eval(), checkpoint_task(directory, train_config), model_config, train_config
+
+
+def run_task_name(path: str | Path) -> str:
+    """The task of a run or checkpoint directory."""
+    return read_run_config(checkpoint.find_checkpoint(Path(path)))[1].task
+
+
+def checkpoint_task(directory: Path, train_config: TrainConfig) -> Task:
+    """The task of a checkpoint, with the tokenizer saved beside its weights (or in its run directory)."""
+    if train_config.task not in TOKENIZED:
+        return Task(train_config.task)
+    for place in (directory, directory.parent.parent):
+        if (place / TOKENIZER_FILE).is_file():
+            return Task(train_config.task, load_tokenizer(place / TOKENIZER_FILE))
+    raise FbtError(f"{directory} has no {TOKENIZER_FILE}: the run's tokenizer is missing")
 
 
 def evaluate_run(
@@ -203,8 +276,7 @@ def evaluate_run(
     model, task, _, train_config = load_run(path, device)
     if not data:
         check_data_exists(train_config)
-    inputs, targets = task.load_split(data or train_config.data, split)
-    stream = SegmentStream(inputs, targets, batch or train_config.batch, segment or train_config.segment)
+    (stream,) = load_streams(task, train_config, data or train_config.data, (split,), batch, segment)
     target_device = next(model.parameters()).device
     return evaluate(model, stream, task, target_device, progress=progress)
 
@@ -224,6 +296,8 @@ def generate_from_run(
     check_sampling(max_new_tokens, temperature, top_k, top_p)
     model, task, _, _ = load_run(path, device)
     target_device = next(model.parameters()).device
+    if task.name == "translation":
+        raise FbtError("a translation run translates: use `fbt translate RUN --input FILE`")
     if task.name == "code-exec":
         if not prompt.strip():
             raise FbtError("a code-exec run answers a program: pass one as --prompt, e.g. 'x = 3 ; print x ;'")

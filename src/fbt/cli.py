@@ -65,13 +65,11 @@ def print_result(result: dict, as_json: bool) -> None:
 
 def next_commands(run: str, task: str) -> str:
     prompt = "x = 3 ; x ++ ; print x ;" if task == "code-exec" else "ROMEO:"
+    use = f"  fbt generate {run} --prompt {shlex.quote(prompt)}"
+    if task == "translation":
+        use = f"  echo 'En el principio era el Verbo.' | fbt translate {run} --input - --beam 4"
     return "\n".join(
-        [
-            "next:",
-            f"  fbt eval {run} --split test",
-            f"  fbt generate {run} --prompt {shlex.quote(prompt)}",
-            f"  fbt plot {run} --out {Path(run) / 'curves.png'}",
-        ]
+        ["next:", f"  fbt eval {run} --split test", use, f"  fbt plot {run} --out {Path(run) / 'curves.png'}"]
     )
 
 
@@ -100,8 +98,43 @@ def run_data_command(args: argparse.Namespace) -> None:
 
 
 def run_eval_command(args: argparse.Namespace) -> None:
-    result = api.evaluate_run(args.run, args.split, args.data, args.batch, args.segment, args.device, not args.json)
+    if api.run_task_name(args.run) == "translation":
+        from fbt.translate import evaluate_translation
+
+        result = evaluate_translation(args.run, args.split, args.data, args.beam, args.length_penalty, args.device,
+                                      not args.json)  # fmt: skip
+    else:
+        result = api.evaluate_run(args.run, args.split, args.data, args.batch, args.segment, args.device, not args.json)
     print_result({"split": args.split, **result}, args.json)
+
+
+def run_translate_command(args: argparse.Namespace) -> None:
+    from fbt.translate import translate_run
+
+    if args.input == "-":
+        texts = sys.stdin.read().splitlines()
+    else:
+        try:
+            texts = Path(args.input).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise FbtError(f"cannot read {args.input}: {error}") from None
+    translations = translate_run(args.run, texts, args.beam, args.length_penalty, args.batch, args.device,
+                                 progress=not args.json)  # fmt: skip
+    if args.json:
+        text = json.dumps([{"source": s, "translation": t} for s, t in zip(texts, translations, strict=True)])
+    else:
+        text = "".join(line + "\n" for line in translations)
+    if args.output:
+        Path(args.output).write_text(text if not args.json else text + "\n", encoding="utf-8")
+    else:
+        print(text, end="" if not args.json else "\n")
+
+
+def run_tokenizer_command(args: argparse.Namespace) -> None:
+    from fbt.data.tokenizer import train_tokenizer_on_files
+
+    tokenizer = train_tokenizer_on_files(args.data, args.vocab_size)
+    print(f"wrote {tokenizer.save(args.out)} ({tokenizer.vocab_size:,} ids)")
 
 
 def run_generate_command(args: argparse.Namespace) -> None:
@@ -180,6 +213,8 @@ COMMANDS = {
     "data": run_data_command,
     "train": run_train_command,
     "eval": run_eval_command,
+    "translate": run_translate_command,
+    "tokenizer": run_tokenizer_command,
     "generate": run_generate_command,
     "presets": run_presets_command,
     "runs": run_runs_command,

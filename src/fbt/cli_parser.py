@@ -8,20 +8,22 @@ import dataclasses
 import fbt
 from fbt.data.code_exec import OFFICIAL_WEIGHTS
 from fbt.data.splits import SPLITS
-from fbt.models.config import INITS, MEMORY_SOURCES, MODEL_NAMES, ModelConfig
+from fbt.models.config import DECODERS, INITS, MEMORY_SOURCES, MODEL_NAMES, ModelConfig
 from fbt.presets import PRESETS
 from fbt.tasks import TASK_NAMES
 from fbt.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
 # Flags that map onto ModelConfig / TrainConfig fields (flag name with dashes -> field name).
 MODEL_FLAGS = ("model", "dim", "layers", "heads", "ff", "span", "context", "dropout", "memory", "memory_layer", "init",
-               "attend_self")  # fmt: skip
+               "attend_self", "decoder", "encoder_layers")  # fmt: skip
 TRAIN_FLAGS = (
     "task", "data", "batch", "segment", "steps", "time_budget", "optimizer", "lr", "weight_decay", "warmup",
     "schedule", "clip", "seed", "log_every", "eval_every", "eval_tokens", "save_every", "keep_checkpoints",
-    "curriculum", "curriculum_steps", "curriculum_accuracy",
+    "curriculum", "curriculum_steps", "curriculum_accuracy", "tokenizer", "tokenizer_vocab", "source_column",
+    "target_column", "target_data", "group_column", "max_length", "batch_tokens",
 )  # fmt: skip
 DEFAULTS = {f.name: f.default for config in (ModelConfig, TrainConfig) for f in dataclasses.fields(config)}
+DEFAULTS["vocab_size"] = ModelConfig.vocab_size  # the model's; the tokenizer's is tokenizer_vocab
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -121,14 +123,25 @@ def add_train_parser(commands) -> None:
         help="transformer-xl: a query also sees its own position (Transformer-XL proper; not the paper's baseline; "
         "default: no)",
     )
+    model.add_argument("--decoder", choices=DECODERS, help=config_help("seq2seq: the decoder", "decoder"))
+    model.add_argument(
+        "--encoder-layers",
+        type=int,
+        help=config_help("seq2seq: blocks of the encoder (--layers: decoder)", "encoder_layers"),
+    )
     run = p.add_argument_group("data and optimisation")
     run.add_argument(
         "--task",
         choices=TASK_NAMES,
-        help="text (a file, bytes) or code-exec (a dataset directory) (default: code-exec for a code-exec "
-        "directory, else text)",
+        help="text (bytes of a file), lm (BPE subwords of a file), code-exec (a dataset directory) or translation "
+        "(sentence pairs) (default: code-exec for a code-exec directory, else text)",
     )
-    run.add_argument("--data", help=config_help("a text file (task text) or a dataset directory (code-exec)", "data"))
+    run.add_argument(
+        "--data",
+        help=config_help("a text file (text, lm), a dataset directory (code-exec), a TSV[.gz] or source file "
+                         "(translation)", "data"),
+    )  # fmt: skip
+    add_subword_flags(run)
     run.add_argument("--batch", type=int, help=config_help("parallel streams B", "batch"))
     run.add_argument("--segment", type=int, help=config_help("tokens per segment T", "segment"))
     run.add_argument("--steps", type=int, help=config_help("optimiser updates", "steps"))
@@ -168,6 +181,33 @@ def add_train_parser(commands) -> None:
     add_compute_flags(p, "print the final metrics as one JSON object as the last line")
 
 
+def add_subword_flags(run: argparse._ArgumentGroup) -> None:
+    run.add_argument(
+        "--tokenizer", help="lm, translation: a tokenizer directory (default: train one on the train split)"
+    )
+    run.add_argument(
+        "--vocab-size", dest="tokenizer_vocab", type=int,
+        help=config_help("lm, translation: ids of the tokenizer trained for the run", "tokenizer_vocab"),
+    )  # fmt: skip
+    run.add_argument("--source-column", help="translation: the TSV column to translate from")
+    run.add_argument("--target-column", help="translation: the TSV column to translate into; lm: the column to model")
+    run.add_argument("--target-data", help="translation: a target file aligned line by line with --data")
+    run.add_argument("--group-column", help="translation: hold out whole groups of this column (e.g. book) for test")
+    run.add_argument(
+        "--max-length", type=int, help=config_help("translation: longest side trained on, in tokens", "max_length")
+    )
+    run.add_argument(
+        "--batch-tokens", type=int, help=config_help("translation: padded tokens per batch", "batch_tokens")
+    )
+
+
+def add_search_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--beam", type=int, default=1, help="translation: beam size, 1 is greedy search")
+    parser.add_argument(
+        "--length-penalty", type=float, default=1.0, help="translation: GNMT length penalty alpha, 0 none"
+    )
+
+
 def add_use_parsers(commands) -> None:
     ev = commands.add_parser("eval", help="a full pass over a split with state carried", formatter_class=DefaultsShown)
     ev.add_argument("run", help="run directory (its latest checkpoint) or a checkpoint directory")
@@ -175,7 +215,26 @@ def add_use_parsers(commands) -> None:
     ev.add_argument("--data", help="evaluate on other data than the run's (default: the run's)")
     ev.add_argument("--batch", type=int, help="parallel streams (default: the run's)")
     ev.add_argument("--segment", type=int, help="tokens per segment (default: the run's)")
+    add_search_flags(ev)
     add_compute_flags(ev)
+
+    tr = commands.add_parser(
+        "translate", help="translate text with a translation run, one line in, one line out",
+        formatter_class=DefaultsShown,
+    )  # fmt: skip
+    tr.add_argument("run", help="run directory or checkpoint directory")
+    tr.add_argument("--input", required=True, help="a text file with one sentence per line, or - for stdin")
+    tr.add_argument("--output", help="write the translations here (default: stdout)")
+    tr.add_argument("--batch", type=int, default=64, help="sentences translated at once")
+    add_search_flags(tr)
+    add_compute_flags(tr, "print one JSON list of {source, translation} objects")
+
+    tok = commands.add_parser("tokenizer", help="train a byte-level BPE tokenizer")
+    tok_kinds = tok.add_subparsers(dest="kind", required=True, parser_class=OneLineParser)
+    train = tok_kinds.add_parser("train", help="learn a BPE from text files", formatter_class=DefaultsShown)
+    train.add_argument("--data", nargs="+", required=True, help="text files to learn from")
+    train.add_argument("--vocab-size", type=int, default=8000, help="ids, the 3 specials and 256 bytes included")
+    train.add_argument("--out", required=True, help="directory to write tokenizer.json into")
 
     gen = commands.add_parser(
         "generate",

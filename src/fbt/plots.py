@@ -70,6 +70,7 @@ X_AXES = {"tokens": ("training tokens (millions)", 1e-6), "elapsed_s": ("trainin
 VALID_AXES = {
     "valid_accuracy": ("answer accuracy (valid, %)", 100.0),
     "valid_bits_per_byte": ("bits per byte (valid)", 1.0),
+    "valid_perplexity": ("perplexity per token (valid)", 1.0),
     "valid_loss": ("loss (valid, nats per token)", 1.0),
 }
 

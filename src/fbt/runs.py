@@ -42,7 +42,8 @@ class RunInfo:
 
 def valid_metric_name(task: str) -> str:
     """The validation column that says how good a run of `task` is."""
-    return {"code-exec": "valid_accuracy", "text": "valid_bits_per_byte"}.get(task, "valid_loss")
+    names = {"code-exec": "valid_accuracy", "text": "valid_bits_per_byte", "lm": "valid_bits_per_byte"}
+    return names.get(task, "valid_perplexity" if task == "translation" else "valid_loss")
 
 
 def higher_is_better(metric: str) -> bool:
@@ -231,6 +232,8 @@ def format_valid(value: float | None, metric: str) -> str:
         return f"{value:.2%} acc"
     if metric == "valid_bits_per_byte":
         return f"{value:.3f} bpb"
+    if metric == "valid_perplexity":
+        return f"{value:.2f} ppl"
     return f"{value:.3f} loss"
 
 

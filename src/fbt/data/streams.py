@@ -34,6 +34,11 @@ class SegmentStream:
         self.position = 0  # index of the next segment within the current pass
         self.epoch = 0  # passes completed by next_segment
 
+    @property
+    def tokens(self) -> int:
+        """Tokens one pass reads."""
+        return self.batch * self.length
+
     def segments_per_pass(self) -> int:
         return -(-self.length // self.segment)
 

@@ -1,7 +1,8 @@
-"""Byte-level language modelling on any file: tokens are raw bytes 0..255, no text encoding assumed.
+"""Language modelling on any file: raw bytes 0..255 (task `text`), or BPE subwords (task `lm`).
 
 The file is split 90/5/5 into train/valid/test by position, which for the 100,000,000-byte enwik8 is the
-standard 90M/5M/5M split.
+standard 90M/5M/5M split. Subword splits are the same byte ranges, each moved forward to the next character
+boundary, then tokenized. A TSV file with a `column` is read as that column's lines joined by line breaks.
 """
 
 from __future__ import annotations
@@ -22,6 +23,50 @@ def split_bounds(size: int) -> dict[str, tuple[int, int]]:
     return {"train": (0, train_end), "valid": (train_end, valid_end), "test": (valid_end, size)}
 
 
+def check_text_file(path: Path) -> None:
+    if path.is_dir():
+        kind = "a code-exec dataset directory" if is_code_exec_dir(path) else "a directory"
+        hint = " (pass --task code-exec)" if is_code_exec_dir(path) else ""
+        raise FbtError(f"{path} is {kind}, but language modelling reads one text file{hint}")
+    if not path.is_file():
+        raise FbtError(f"no such text file: {path}")
+    if os.path.getsize(path) == 0:
+        raise FbtError(f"text file {path} is empty")
+
+
+def read_text_bytes(path: str | Path, column: str = "") -> bytes:
+    """The file's bytes, or a TSV column's lines joined by line breaks."""
+    path = Path(path)
+    check_text_file(path)
+    if not column:
+        return path.read_bytes()
+    from fbt.data.translation import read_columns
+
+    return "\n".join(read_columns(path, [column])[0]).encode("utf-8")
+
+
+def subword_split_text(data: bytes, split: str) -> str:
+    """The text of one split: the byte range of `split_bounds`, both ends moved to a character start."""
+    if split not in SPLITS:
+        raise FbtError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+
+    def boundary(at: int) -> int:
+        while at < len(data) and 0x80 <= data[at] < 0xC0:  # a UTF-8 continuation byte
+            at += 1
+        return at
+
+    start, end = split_bounds(len(data))[split]
+    return data[boundary(start) : boundary(end)].decode("utf-8", errors="replace")
+
+
+def load_subword_split(data: bytes, split: str, encode) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs (N,) and next-token targets (N,) of one split, tokenized by `encode` (str -> list of ids)."""
+    ids = torch.tensor(encode(subword_split_text(data, split)), dtype=torch.long)
+    if ids.numel() < 2:
+        raise FbtError(f"the {split} split has {ids.numel()} tokens, too few to predict one from another")
+    return ids[:-1], ids[1:]
+
+
 def load_text_split(path: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs (N,) and next-byte targets (N,) of one split, int64, where N is the split's size minus one.
 
@@ -30,15 +75,8 @@ def load_text_split(path: str | Path, split: str) -> tuple[torch.Tensor, torch.T
     if split not in SPLITS:
         raise FbtError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     path = Path(path)
-    if path.is_dir():
-        kind = "a code-exec dataset directory" if is_code_exec_dir(path) else "a directory"
-        hint = " (pass --task code-exec)" if is_code_exec_dir(path) else ""
-        raise FbtError(f"{path} is {kind}, but the text task reads one text file{hint}")
-    if not path.is_file():
-        raise FbtError(f"no such text file: {path}")
+    check_text_file(path)
     size = os.path.getsize(path)
-    if size == 0:
-        raise FbtError(f"text file {path} is empty")
     bounds = split_bounds(size)
     sizes = {name: end - start for name, (start, end) in bounds.items()}
     if min(sizes.values()) < 2:

@@ -3,6 +3,9 @@
 `tokens` is (B, T) int64, `logits` (B, T, V). `state` is whatever the model carries between segments
 (None starts a fresh stream); models return it detached, so it serves truncated backpropagation through
 time in training and is the cache for incremental decoding.
+
+The translation model `seq2seq` (models/seq2seq.py) is the exception: it reads a `TranslationBatch` of
+padded sources and targets, `logits, _ = model(batch)`, and decodes with `encode` then `decode`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ def build_model(config: ModelConfig) -> nn.Module:
     from fbt.models.feedback import FeedbackTransformer
     from fbt.models.gpt import GPT
     from fbt.models.lstm import LSTMLanguageModel
+    from fbt.models.seq2seq import Seq2Seq
     from fbt.models.transformer_xl import TransformerXL
 
     families = {
@@ -24,6 +28,7 @@ def build_model(config: ModelConfig) -> nn.Module:
         "transformer-xl": TransformerXL,
         "gpt": GPT,
         "lstm": LSTMLanguageModel,
+        "seq2seq": Seq2Seq,
     }
     return families[config.model](config)
 

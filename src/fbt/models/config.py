@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from fbt.errors import FbtError
 
-MODEL_NAMES = ("feedback", "transformer-xl", "gpt", "lstm")
+MODEL_NAMES = ("feedback", "transformer-xl", "gpt", "lstm", "seq2seq")
+DECODERS = ("feedback", "transformer")  # seq2seq decoders
 MEMORY_SOURCES = ("all", "top", "layer")
 INITS = ("paper", "gpt2")  # see layers.py
 
@@ -29,6 +30,8 @@ class ModelConfig:
     init: str = "paper"  # "paper": the authors' (PyTorch defaults, position keys N(0, 1)); "gpt2": N(0, 0.02)
     attend_self: bool = False  # transformer-xl: a query also sees its own position (distance 0), as in
     # Transformer-XL proper; False is the paper's baseline, which sees the previous `span` positions only
+    decoder: str = "feedback"  # seq2seq: a "feedback" decoder (span, memory, shared_kv apply) or a "transformer" one
+    encoder_layers: int = 2  # seq2seq: blocks of the (standard Transformer) encoder; `layers` is the decoder's
 
     def __post_init__(self) -> None:
         self.validate()
@@ -36,7 +39,7 @@ class ModelConfig:
     def validate(self) -> None:
         if self.model not in MODEL_NAMES:
             raise FbtError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}")
-        for name in ("vocab_size", "dim", "layers", "heads", "ff", "span", "context"):
+        for name in ("vocab_size", "dim", "layers", "heads", "ff", "span", "context", "encoder_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise FbtError(f"{name} must be a positive integer, got {value!r}")
@@ -44,6 +47,8 @@ class ModelConfig:
             raise FbtError(f"dim {self.dim} is not divisible by heads {self.heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise FbtError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.decoder not in DECODERS:
+            raise FbtError(f"unknown decoder {self.decoder!r}; choose one of {', '.join(DECODERS)}")
         if self.memory not in MEMORY_SOURCES:
             raise FbtError(f"unknown memory source {self.memory!r}; choose one of {', '.join(MEMORY_SOURCES)}")
         if self.init not in INITS:

@@ -49,22 +49,27 @@ class FeedbackLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos_keys: torch.Tensor):
         """One step: x (B, D); keys, values (B, H, n, E) of the visible memories; pos_keys (E, n)."""
+        x = self.attend(x, keys, values, pos_keys)
+        return x + self.ff(self.norm_ff(x))
+
+    def attend(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos_keys: torch.Tensor):
+        """The attention half of `forward`: x (B, D) plus its read of the memory."""
         B, D = x.shape
         if keys.shape[2] > 0:  # with no memory yet the attention output is zero
             q = self.query(self.norm_attn(x)).view(B, self.heads, 1, D // self.heads)  # (B, H, 1, E)
             scores = q @ keys.transpose(2, 3) + q @ pos_keys  # (B, H, 1, n)
             probs = self.attn_dropout(torch.softmax(scores / math.sqrt(q.shape[-1]), dim=-1))
             x = x + self.out((probs @ values).reshape(B, D))
-        return x + self.ff(self.norm_ff(x))
+        return x
 
 
-class FeedbackTransformer(nn.Module):
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.config = config
+class FeedbackMemory:
+    """The memory's pieces shared by the language model and the translation decoder (feedback_decoder.py):
+    its K/V projections and the mix of layer states. Needs `config`, `layers` and the parameters named here."""
+
+    def add_memory_parameters(self, config: ModelConfig) -> None:
+        """The shared K/V projection (unless per layer), the position keys and the layer-mix weights."""
         D, E, S = config.dim, config.head_dim, config.span
-        self.embed = nn.Embedding(config.vocab_size, D)
-        self.layers = nn.ModuleList(FeedbackLayer(config) for _ in range(config.layers))
         if config.shared_kv:
             self.norm_memory = nn.LayerNorm(D)
             self.key = nn.Linear(D, D, bias=False)
@@ -74,16 +79,6 @@ class FeedbackTransformer(nn.Module):
         if config.memory == "all":
             # One scalar per layer including the embedding; zeros make the initial mix uniform.
             self.memory_weights = nn.Parameter(torch.zeros(config.layers + 1))
-        self.norm_out = nn.LayerNorm(D)
-        self.head = nn.Linear(D, config.vocab_size, bias=False)
-        init_weights(self, config.layers, config.init)
-        init_position_keys(self.pos_keys, config.init)
-        # True: the segment's recurrence runs as one autograd node with a hand-written backward
-        # (feedback_segment.py). False: the plain autograd loop of `forward` below, the reference it is tested
-        # against. Same logits, state and gradients up to float rounding.
-        self.fast = True
-
-    # ---- pieces that run once per segment, in parallel over time ----
 
     def kv_projections(self) -> list[tuple[nn.LayerNorm, nn.Linear, nn.Linear]]:
         """(norm, key, value) of each K/V projection: one shared, or one per layer.
@@ -113,6 +108,35 @@ class FeedbackTransformer(nn.Module):
             return states[self.config.memory_layer]
         weights = torch.softmax(self.memory_weights, dim=0)  # (L + 1,)
         return torch.einsum("l,lbd->bd", weights, torch.stack(states))
+
+    def push_memory(
+        self, window_k: torch.Tensor, window_v: torch.Tensor, memory: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append m_t (B, D) to the per-head K/V windows (..., B, H, n, E), dropping the oldest once S are held."""
+        H, E = self.config.heads, self.config.head_dim
+        k, v = self.project_memory(memory.unsqueeze(1))  # (..., B, 1, D)
+        keep = max(0, window_k.shape[-2] - self.config.span + 1)
+        window_k = torch.cat([window_k[..., keep:, :], k.unflatten(-1, (H, E)).transpose(-2, -3)], dim=-2)
+        window_v = torch.cat([window_v[..., keep:, :], v.unflatten(-1, (H, E)).transpose(-2, -3)], dim=-2)
+        return window_k, window_v
+
+
+class FeedbackTransformer(FeedbackMemory, nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        D = config.dim
+        self.embed = nn.Embedding(config.vocab_size, D)
+        self.layers = nn.ModuleList(FeedbackLayer(config) for _ in range(config.layers))
+        self.add_memory_parameters(config)
+        self.norm_out = nn.LayerNorm(D)
+        self.head = nn.Linear(D, config.vocab_size, bias=False)
+        init_weights(self, config.layers, config.init)
+        init_position_keys(self.pos_keys, config.init)
+        # True: the segment's recurrence runs as one autograd node with a hand-written backward
+        # (feedback_segment.py). False: the plain autograd loop of `forward` below, the reference it is tested
+        # against. Same logits, state and gradients up to float rounding.
+        self.fast = True
 
     def start_state(self, state: dict | None, batch: int, like: torch.Tensor) -> dict:
         """The carried state with keys/values valid for the current weights."""
@@ -162,10 +186,7 @@ class FeedbackTransformer(nn.Module):
                 x = layer(x, layer_k, layer_v, pos)
                 states.append(x)
             memory = self.mix_memory(states)  # (B, D)
-            k, v = self.project_memory(memory.unsqueeze(1))  # (..., B, 1, D)
-            keep = max(0, n - S + 1)  # drop the oldest memory once S are visible
-            window_k = torch.cat([window_k[..., keep:, :], k.unflatten(-1, (H, E)).transpose(-2, -3)], dim=-2)
-            window_v = torch.cat([window_v[..., keep:, :], v.unflatten(-1, (H, E)).transpose(-2, -3)], dim=-2)
+            window_k, window_v = self.push_memory(window_k, window_v, memory)
             memories.append(memory)
             tops.append(x)
         logits = self.head(self.norm_out(torch.stack(tops, dim=1)))  # (B, T, V)

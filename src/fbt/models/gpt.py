@@ -50,6 +50,13 @@ class GPTLayer(nn.Module):
 
         Returns the layer output (B, T, D) and the keys/values of [cache; segment], (B, H, n + T, E).
         """
+        x, keys, values = self.attend(x, past_keys, past_values, visible)
+        return x + self.ff(self.norm_ff(x)), keys, values
+
+    def attend(
+        self, x: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor, visible: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The attention half of `forward` (visible may also be (B, 1, T, n + T) to mask padding per row)."""
         B, T, D = x.shape
         qkv = self.qkv(self.norm_attn(x)).view(B, T, 3, self.heads, D // self.heads)
         q, k, v = qkv.transpose(1, 3).unbind(2)  # (B, H, T, E) each
@@ -58,7 +65,7 @@ class GPTLayer(nn.Module):
         dropout = self.attn_dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, dropout_p=dropout)
         x = x + self.out(y.transpose(1, 2).reshape(B, T, D))  # (B, H, T, E) -> (B, T, D)
-        return x + self.ff(self.norm_ff(x)), keys, values
+        return x, keys, values
 
 
 class GPT(nn.Module):

@@ -57,3 +57,47 @@ def init_weights(module: nn.Module, layers: int, style: str) -> None:
 def init_position_keys(pos_keys: torch.Tensor, style: str) -> None:
     """Relative-position keys: N(0, 1) as the authors draw them, or N(0, 0.02)."""
     nn.init.normal_(pos_keys, std=1.0 if style == "paper" else 0.02)
+
+
+class CrossAttention(nn.Module):
+    """Pre-norm attention from decoder states to the encoder output, as in the standard encoder-decoder.
+
+    The encoder output's keys and values are projected once per sentence (`project`) and reused at every
+    decoding step.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout  # a probability: SDPA applies it to the attention weights
+        self.norm = nn.LayerNorm(dim)
+        self.query = nn.Linear(dim, dim, bias=False)
+        self.key = nn.Linear(dim, dim, bias=False)
+        self.value = nn.Linear(dim, dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)  # named `out`: scaled at init
+
+    def project(self, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, H, S, E) of the encoder output (B, S, D)."""
+        B, S, D = encoded.shape
+        heads = (B, S, self.heads, D // self.heads)
+        return self.key(encoded).view(heads).transpose(1, 2), self.value(encoded).view(heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, visible: torch.Tensor):
+        """x (B, T, D) plus its read of the source; keys/values (B, H, S, E); visible (B, 1, 1, S), False at
+        source padding."""
+        B, T, D = x.shape
+        q = self.query(self.norm(x)).view(B, T, self.heads, D // self.heads).transpose(1, 2)  # (B, H, T, E)
+        dropout = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, dropout_p=dropout)
+        return x + self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+def source_state(layers: nn.ModuleList, encoded: torch.Tensor, source_visible: torch.Tensor) -> dict:
+    """What every decoder layer reads of the source, batch first: "cross_keys"/"cross_values" (B, L, H, S, E)
+    from each layer's `cross` attention, and "source_visible" (B, 1, 1, S), False at padding."""
+    projected = [layer.cross.project(encoded) for layer in layers]
+    return {
+        "cross_keys": torch.stack([k for k, _ in projected], dim=1),
+        "cross_values": torch.stack([v for _, v in projected], dim=1),
+        "source_visible": source_visible[:, None, None, :],
+    }

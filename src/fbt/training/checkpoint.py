@@ -9,6 +9,7 @@ Layout of a run directory:
         model.safetensors            weights
         resume.safetensors           optimiser moments, RNG state, the model's carried stream state
         resume.json                  step, data position, optimiser hyper-parameters, counters
+        tokenizer.json               the run's BPE tokenizer (tasks lm and translation)
 
 A checkpoint is written into a temporary directory, flushed, renamed into place, and only then named in
 `latest`; an interrupted save leaves the previous checkpoint as the latest one. A complete checkpoint is never
@@ -70,8 +71,10 @@ def save_checkpoint(
     resume_tensors: dict,
     resume_info: dict,
     keep: int = 2,
+    files: dict[str, str] | None = None,
 ) -> Path:
-    """Write checkpoint `step` atomically and keep the newest `keep` checkpoints; return its directory."""
+    """Write checkpoint `step` atomically and keep the newest `keep` checkpoints; return its directory.
+    `files` (name -> text) are written beside the weights."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:08d}"
@@ -84,6 +87,8 @@ def save_checkpoint(
         save_file(_contiguous(resume_tensors), staging / "resume.safetensors")
         write_json_atomic(staging / "resume.json", resume_info)
         write_json_atomic(staging / "config.json", config)
+        for file_name, text in (files or {}).items():
+            (staging / file_name).write_text(text, encoding="utf-8")
         for file in staging.iterdir():
             with open(file, "rb") as handle:
                 os.fsync(handle.fileno())

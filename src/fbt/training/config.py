@@ -13,8 +13,19 @@ SCHEDULES = ("constant", "cosine")
 
 @dataclass
 class TrainConfig:
-    task: str = "text"  # "text" or "code-exec"
-    data: str = ""  # a file (text) or a dataset directory (code-exec)
+    task: str = "text"  # "text", "code-exec", "lm" or "translation"
+    data: str = ""  # a file (text, lm, translation) or a dataset directory (code-exec)
+    # lm and translation: a BPE tokenizer (a directory with tokenizer.json, or the file); empty: one of
+    # `tokenizer_vocab` ids is trained on the run's train split. Either way the run keeps a copy.
+    tokenizer: str = ""
+    tokenizer_vocab: int = 8000
+    # A TSV corpus: translation reads source_column -> target_column; lm reads target_column's lines.
+    source_column: str = ""
+    target_column: str = ""
+    target_data: str = ""  # translation from two aligned text files: `data` holds the sources, this the targets
+    group_column: str = ""  # translation: hold out whole groups (e.g. books) for valid and test
+    max_length: int = 128  # translation: pairs with a side longer than this many tokens are not trained on
+    batch_tokens: int = 4096  # translation: padded tokens per batch (sentences of similar length batched together)
     batch: int = 32  # B parallel contiguous streams
     segment: int = 64  # T tokens per segment; state is carried (detached) between segments
     steps: int = 1000  # optimiser updates
@@ -42,7 +53,8 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        for name in ("batch", "segment", "steps", "log_every", "save_every", "keep_checkpoints"):
+        for name in ("batch", "segment", "steps", "log_every", "save_every", "keep_checkpoints", "max_length",
+                     "batch_tokens", "tokenizer_vocab"):  # fmt: skip
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise FbtError(f"{name} must be a positive integer, got {value!r}")
@@ -61,6 +73,8 @@ class TrainConfig:
             raise FbtError("curriculum_steps must be >= 0 and curriculum_accuracy in [0, 1]")
         if self.curriculum and not (self.curriculum_steps or self.curriculum_accuracy):
             raise FbtError("a curriculum needs curriculum_steps or curriculum_accuracy to know when to advance")
+        if self.curriculum and self.task == "translation":
+            raise FbtError("curricula are for token streams; translation trains on one corpus")
         if self.curriculum_accuracy and not self.eval_every:
             raise FbtError("curriculum_accuracy is checked at periodic validations: set eval_every > 0")
 

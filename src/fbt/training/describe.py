@@ -20,14 +20,32 @@ def model_line(model: dict) -> str:
         shape += f", context {model['context']}"
     if name == "feedback":
         shape += f", {'shared' if model['shared_kv'] else 'per-layer'} K/V, memory from {model['memory']}"
+    if name == "seq2seq":
+        shape = (
+            f"seq2seq, {model['encoder_layers']}-layer encoder, {model['decoder']} decoder of {layers} "
+            f"layer{'s' if layers > 1 else ''}, d{model['dim']}, {model['heads']} heads, FF{model['ff']}"
+        )
+        if model["decoder"] == "feedback":
+            shape += f", span {model['span']}, {'shared' if model['shared_kv'] else 'per-layer'} K/V"
     return shape
+
+
+def batching(trainer: Trainer) -> str:
+    cfg = trainer.config
+    if cfg.task == "translation":
+        train = trainer.stages[-1][0]
+        return (
+            f"batches of at most {cfg.batch_tokens:,} padded tokens, {train.segments_per_pass():,} per pass over "
+            f"{train.pairs:,} pairs ({train.dropped:,} with a side over {cfg.max_length} tokens left out)"
+        )
+    per_step = cfg.batch * cfg.segment
+    return f"{cfg.batch} streams x {cfg.segment} = {per_step:,} per step, {format_count(per_step * cfg.steps)} in all"
 
 
 def describe(trainer: Trainer) -> str:
     cfg = trainer.config
     parameters = sum(p.numel() for p in trainer.model.parameters())
     train, valid = trainer.stages[-1]
-    tokens_per_step = cfg.batch * cfg.segment
     start = f"resumed at step {trainer.step}" if trainer.step else "new"
     threads = f", {torch.get_num_threads()} threads" if trainer.device.type == "cpu" else ""
     schedule = f"{cfg.optimizer} lr {cfg.lr:g}, warm-up {cfg.warmup}, "
@@ -40,16 +58,15 @@ def describe(trainer: Trainer) -> str:
         ("device", f"{trainer.device}{threads}"),
         (
             "data",
-            f"{cfg.data} ({cfg.task}): {format_count(train.batch * train.length)} train tokens, "
-            f"{format_count(valid.batch * valid.length)} valid tokens",
+            f"{cfg.data} ({cfg.task}): {format_count(train.tokens)} train tokens, "
+            f"{format_count(valid.tokens)} valid tokens",
         ),  # fmt: skip
-        (
-            "tokens",
-            f"{cfg.batch} streams x {cfg.segment} = {tokens_per_step:,} per step, "
-            f"{format_count(tokens_per_step * cfg.steps)} in all",
-        ),  # fmt: skip
+        ("tokens", batching(trainer)),
         ("schedule", schedule),
     ]
+    if trainer.task.tokenizer is not None:
+        origin = cfg.tokenizer or "trained on the train split"
+        lines.insert(4, ("tokenizer", f"byte-level BPE, {trainer.task.vocab_size:,} ids ({origin})"))
     if cfg.curriculum:
         lines.append(("curriculum", f"{cfg.curriculum} first, then {cfg.data}"))
     return "\n".join(f"{name:>10}  {text}" for name, text in lines)

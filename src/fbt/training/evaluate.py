@@ -20,10 +20,11 @@ def evaluate(
     max_tokens: int = 0,
     progress: bool = False,
 ) -> dict:
-    """Mean loss, accuracy (and bits per byte for text) over the first `max_tokens` tokens (0: all)."""
+    """Mean loss, accuracy (and perplexity, bits per byte where they apply) over the first `max_tokens`
+    tokens (0: all)."""
     was_training = model.training
     model.eval()
-    loss_sum, correct, scored, seen = 0.0, 0, 0, 0
+    loss_sum, correct, scored, seen, scored_bytes = 0.0, 0, 0, 0, 0
     state = None
     total = stream.segments_per_pass()
     hidden = None if progress else True  # None: hidden when stderr is not a terminal
@@ -34,8 +35,9 @@ def evaluate(
         loss_sum += loss.item()
         scored += count
         correct += right
+        scored_bytes += task.target_bytes(targets)
         seen += inputs.numel()
         if max_tokens and seen >= max_tokens:
             break
     model.train(was_training)
-    return task.metrics(loss_sum, correct, scored)
+    return task.metrics(loss_sum, correct, scored, scored_bytes)

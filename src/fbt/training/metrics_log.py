@@ -23,6 +23,7 @@ COLUMNS = (
     "valid_loss",
     "valid_accuracy",
     "valid_bits_per_byte",
+    "valid_perplexity",  # subword tasks (lm, translation): per token
     # Feedback models: RMS of the carried memory and the learned softmax weights of x^0 .. x^L in it
     # (space-separated).
     "memory_rms",

@@ -1,6 +1,6 @@
 """The training loop: truncated BPTT over parallel streams, for any model with the common interface.
 
-The trainer only assumes `logits, state = model(tokens, state)` with `state` a dict of tensors (or None), and,
+The trainer only assumes `logits, state = model(inputs, state)` with `state` a dict of tensors (or None), and,
 optionally, `model.diagnostics(state)` returning extra numbers to log. Everything a resumed run needs to
 continue the exact loss curve is checkpointed: weights, optimiser moments, the RNGs, the data position, the
 curriculum stage and the carried stream state.
@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from fbt.data.streams import SegmentStream
+from fbt.data.tokenizer import TOKENIZER_FILE
 from fbt.errors import FbtError
 from fbt.tasks import Task
 from fbt.training import checkpoint, state_io
@@ -31,7 +32,7 @@ from fbt.training.loss import segment_loss
 from fbt.training.metrics_log import MetricsLog
 from fbt.training.optim import build_optimizer, learning_rate
 
-Stage = tuple[SegmentStream, SegmentStream | None]  # (train, valid) streams of one dataset
+Stage = tuple[SegmentStream, SegmentStream | None]  # (train, valid) streams of one dataset (or TranslationStreams)
 SUMMARY = "summary.json"  # the end of the latest training call of a run
 RECENT_STEPS = 100  # the training loss reported at the end is the mean over this many last updates
 
@@ -109,6 +110,7 @@ class Trainer:
             tensors,
             info,
             self.config.keep_checkpoints,
+            {TOKENIZER_FILE: self.task.tokenizer.to_str()} if self.task.tokenizer else None,
         )
         self.saved_step = self.step
         return directory
