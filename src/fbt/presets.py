@@ -220,12 +220,12 @@ PRESETS: dict[str, dict] = {
     "shakespeare-bpe-feedback": _preset(
         {**_SUBWORD_LM, "train": {**_SUBWORD_LM["train"], "data": SHAKESPEARE}},
         "BPE subword tiny Shakespeare, Feedback 4 layers",
-        "15 min",
+        "35 min",
     ),
     "kjv-bpe-feedback": _preset(
         {**_SUBWORD_LM, "train": {**_SUBWORD_LM["train"], "data": BIBLE, "target_column": "english"}},
         "BPE subword King James Bible (English verses), Feedback 4 layers",
-        "15 min",
+        "35 min",
     ),
     "bible-es-en-feedback-base": _preset(
         _BIBLE_TRANSLATION_BASE,
