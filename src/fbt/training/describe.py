@@ -11,7 +11,16 @@ from fbt.training.trainer import Trainer
 def model_line(model: dict) -> str:
     name = model["model"]
     layers = model["layers"]
-    shape = f"{name}, {layers} layer{'s' if layers > 1 else ''}, d{model['dim']}"
+    plural = "s" if layers > 1 else ""
+    if name == "seq2seq":
+        shape = (
+            f"seq2seq, {model['encoder_layers']}-layer encoder, {model['decoder']} decoder of {layers} "
+            f"layer{plural}, d{model['dim']}, {model['heads']} heads, FF{model['ff']}"
+        )
+        if model["decoder"] == "feedback":
+            shape += f", span {model['span']}, {'shared' if model['shared_kv'] else 'per-layer'} K/V"
+        return shape
+    shape = f"{name}, {layers} layer{plural}, d{model['dim']}"
     if name != "lstm":
         shape += f", {model['heads']} heads, FF{model['ff']}"
     if name in ("feedback", "transformer-xl"):
@@ -20,13 +29,6 @@ def model_line(model: dict) -> str:
         shape += f", context {model['context']}"
     if name == "feedback":
         shape += f", {'shared' if model['shared_kv'] else 'per-layer'} K/V, memory from {model['memory']}"
-    if name == "seq2seq":
-        shape = (
-            f"seq2seq, {model['encoder_layers']}-layer encoder, {model['decoder']} decoder of {layers} "
-            f"layer{'s' if layers > 1 else ''}, d{model['dim']}, {model['heads']} heads, FF{model['ff']}"
-        )
-        if model["decoder"] == "feedback":
-            shape += f", span {model['span']}, {'shared' if model['shared_kv'] else 'per-layer'} K/V"
     return shape
 
 
