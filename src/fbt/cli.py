@@ -231,6 +231,10 @@ def run_command(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.command == "bench":
         run_bench_command(args)
+    elif args.command == "rl":
+        from fbt.cli_rl import run_rl_command
+
+        run_rl_command(args, print_result)
     else:
         COMMANDS[args.command](args)
 

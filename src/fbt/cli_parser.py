@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 
 import fbt
+from fbt.cli_rl import add_rl_parser
 from fbt.data.code_exec import OFFICIAL_WEIGHTS
 from fbt.data.splits import SPLITS
 from fbt.models.config import DECODERS, INITS, MEMORY_SOURCES, MODEL_NAMES, ModelConfig
@@ -329,4 +330,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_inspect_parsers(commands)
     add_experiment_parser(commands)
     add_bench_parser(commands)
+    add_rl_parser(commands, OneLineParser, DefaultsShown)
     return parser

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,8 @@ def find_runs(root: str | Path) -> list[RunInfo]:
         raise FbtError(f"no such directory: {root}")
     if not root.is_dir():
         raise FbtError(f"{root} is not a directory")
+    if is_rl_run(root):
+        raise FbtError(f"{root} is a reinforcement-learning run: see `fbt rl eval` and `fbt rl plot`")
     if _looks_like_run(root):
         return [run_info(root)]
     found = []
@@ -93,9 +96,19 @@ def find_runs(root: str | Path) -> list[RunInfo]:
         subdirs[:] = sorted(name for name in subdirs if not name.startswith("."))
         current = Path(directory)
         if current != root and _looks_like_run(current):
-            found.append(current)
+            if not is_rl_run(current):  # RL runs have their own commands (`fbt rl`)
+                found.append(current)
             subdirs.clear()
     return [run_info(path) for path in sorted(found)]
+
+
+def is_rl_run(path: Path) -> bool:
+    """A run directory written by `fbt rl train` (its config.json holds an "rl" entry)."""
+    try:
+        with open(Path(path) / "config.json") as handle:
+            return "rl" in json.load(handle)
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def _looks_like_run(path: Path) -> bool:
@@ -207,6 +220,8 @@ def _parse_cell(name: str, value: str) -> int | float | str:
 def show_run(path: str | Path) -> dict:
     """Everything known about one run, as plain JSON types."""
     path = Path(path)
+    if is_rl_run(path):
+        raise FbtError(f"{path} is a reinforcement-learning run: see `fbt rl eval` and `fbt rl plot`")
     info = run_info(path)
     summary_path = path / "summary.json"
     return {

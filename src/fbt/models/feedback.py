@@ -47,19 +47,28 @@ class FeedbackLayer(nn.Module):
             self.key = nn.Linear(D, D, bias=False)
             self.value = nn.Linear(D, D, bias=False)
 
-    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos_keys: torch.Tensor):
-        """One step: x (B, D); keys, values (B, H, n, E) of the visible memories; pos_keys (E, n)."""
-        x = self.attend(x, keys, values, pos_keys)
+    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos_keys: torch.Tensor,
+                visible: torch.Tensor | None = None):  # fmt: skip
+        """One step: x (B, D); keys, values (B, H, n, E) of the memories; pos_keys (E, n); visible (B, n)
+        marks the memories each row may read (None: all), e.g. not those of an earlier RL episode."""
+        x = self.attend(x, keys, values, pos_keys, visible)
         return x + self.ff(self.norm_ff(x))
 
-    def attend(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos_keys: torch.Tensor):
+    def attend(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos_keys: torch.Tensor,
+               visible: torch.Tensor | None = None):  # fmt: skip
         """The attention half of `forward`: x (B, D) plus its read of the memory."""
         B, D = x.shape
         if keys.shape[2] > 0:  # with no memory yet the attention output is zero
             q = self.query(self.norm_attn(x)).view(B, self.heads, 1, D // self.heads)  # (B, H, 1, E)
-            scores = q @ keys.transpose(2, 3) + q @ pos_keys  # (B, H, 1, n)
-            probs = self.attn_dropout(torch.softmax(scores / math.sqrt(q.shape[-1]), dim=-1))
-            x = x + self.out((probs @ values).reshape(B, D))
+            scores = (q @ keys.transpose(2, 3) + q @ pos_keys) / math.sqrt(q.shape[-1])  # (B, H, 1, n)
+            if visible is None:
+                probs = torch.softmax(scores, dim=-1)
+            else:
+                # A row that sees no memory reads nothing (zero), as at the start of a stream.
+                hidden, empty = ~visible[:, None, None, :], ~visible.any(-1)[:, None, None, None]
+                scores = scores.masked_fill(hidden, float("-inf")).masked_fill(empty, 0.0)
+                probs = torch.softmax(scores, dim=-1).masked_fill(empty, 0.0)
+            x = x + self.out((self.attn_dropout(probs) @ values).reshape(B, D))
         return x
 
 

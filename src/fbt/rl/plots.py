@@ -1,0 +1,66 @@
+"""Learning curves of RL runs: success rate against frames, one line per policy (mean over seeds, min-max band)."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from fbt.errors import FbtError
+from fbt.rl.train import read_rl_config
+
+
+def read_curve(run: Path, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """Frames and `column` of a run's metrics.csv (updates that finished no episode are skipped)."""
+    try:
+        with open(run / "metrics.csv", newline="") as handle:
+            rows = [row for row in csv.DictReader(handle) if row.get(column)]
+    except FileNotFoundError:
+        raise FbtError(f"{run} has no metrics.csv") from None
+    return np.array([float(r["frames"]) for r in rows]), np.array([float(r[column]) for r in rows])
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over `window` updates (shorter at the start)."""
+    sums = np.cumsum(np.insert(values, 0, 0.0))
+    counts = np.minimum(np.arange(1, len(values) + 1), window)
+    return (sums[1:] - sums[np.arange(1, len(values) + 1) - counts]) / counts
+
+
+def plot_rl_runs(runs: list[str], out: str | Path, column: str = "success_rate", window: int = 10) -> Path:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise FbtError("plots need matplotlib: pip install 'fbt[plot]'") from None
+    groups: dict[tuple[str, str], list] = defaultdict(list)
+    for run in map(Path, runs):
+        config = read_rl_config(run)
+        groups[(config.env, config.policy)].append(read_curve(run, column))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for (env, policy), curves in sorted(groups.items()):
+        # Seeds are compared on the frames all of them reached, on a common grid.
+        end = min(frames[-1] for frames, _ in curves)
+        grid = np.linspace(0, end, 200)
+        values = np.stack([np.interp(grid, frames, smooth(v, window)) for frames, v in curves])
+        label = f"{policy} ({len(curves)} seed{'s' if len(curves) > 1 else ''})"
+        if len({e for e, _ in groups}) > 1:
+            label = f"{env} {label}"
+        line = ax.plot(grid, values.mean(0), label=label)[0]
+        if len(curves) > 1:
+            ax.fill_between(grid, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("frames")
+    ax.set_ylabel(column.replace("_", " ") + f" (mean of {window} updates)")
+    ax.set_title(", ".join(sorted({env for env, _ in groups})))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,255 @@
+"""An RL run: its configuration, the training loop around PPO, checkpoints, resume and metrics.
+
+A run directory looks like one of `fbt train` (training/checkpoint.py): config.json with {"rl": {...}},
+metrics.csv with one row per update, checkpoints/ with the policy (safetensors) and the optimiser and RNG state.
+Environments hold no saved state: a resumed run starts fresh episodes (seeded from the run's seed and the
+update it resumes at) and continues the weights, optimiser, RNG streams, frame count and metrics.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from fbt.errors import FbtError
+from fbt.rl.envs import check_env_id, make_env, make_vector_env, success_return
+from fbt.rl.policies import POLICY_NAMES, Policy, core_config
+from fbt.rl.ppo import Actor, EpisodeTracker, PPOSettings, update
+from fbt.training import checkpoint
+from fbt.training.interrupt import stop_on_signals
+from fbt.training.state_io import RNG, optimizer_from_flat, optimizer_to_flat
+
+COLUMNS = ("update", "frames", "elapsed_s", "frames_per_s", "episodes", "success_rate", "mean_return", "mean_length",
+           "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")  # fmt: skip
+
+
+@dataclass
+class RLConfig:
+    env: str = "MiniGrid-MemoryS7-v0"  # a gymnasium id with MiniGrid observations (rl/envs.py)
+    policy: str = "feedback"  # one of POLICY_NAMES
+    frames: int = 500_000  # environment steps, summed over environments
+    envs: int = 16  # environments stepped together
+    seed: int = 0  # weights, action sampling, minibatch order and environments
+    # Use only the environment's first `actions` actions (0: all). MiniGrid's first three are turn left, turn
+    # right and move forward, all its navigation tasks need; the other four do nothing in them.
+    actions: int = 0
+    lr: float = 1e-3  # Adam, constant
+    dim: int = 64  # width of the encoder output and the core
+    layers: int = 2
+    heads: int = 4
+    ff: int = 256
+    span: int = 32  # transformer cores: how many past steps a step may attend to
+    steps: int = 128  # PPO (rl/ppo.py): environment steps per environment per update
+    bptt: int = 32
+    epochs: int = 4
+    minibatches: int = 4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    value_coef: float = 0.5
+    entropy_coef: float = 0.01
+    max_grad_norm: float = 0.5
+    save_every: int = 50  # updates between checkpoints (a final one is always written)
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICY_NAMES:
+            raise FbtError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICY_NAMES)}")
+        if not isinstance(self.actions, int) or self.actions < 0:
+            raise FbtError(f"actions must be 0 (all) or a positive integer, got {self.actions!r}")
+        for name in ("frames", "envs", "dim", "layers", "heads", "ff", "span", "steps", "bptt", "epochs",
+                     "minibatches", "save_every"):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise FbtError(f"{name} must be a positive integer, got {value!r}")
+        if self.steps % self.bptt:
+            raise FbtError(f"bptt {self.bptt} must divide the rollout length {self.steps}")
+        if self.minibatches > self.envs * (self.steps // self.bptt):
+            raise FbtError(f"{self.minibatches} minibatches of {self.envs * (self.steps // self.bptt)} sequences")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise FbtError(f"lr must be a positive number, got {self.lr}")
+        core_config(self.policy, self.dim, self.layers, self.heads, self.ff, self.span)  # checks the sizes
+
+    @property
+    def frames_per_update(self) -> int:
+        return self.envs * self.steps
+
+    def ppo(self) -> PPOSettings:
+        return PPOSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PPOSettings)})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RLConfig:
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise FbtError(f"unknown RL config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+
+def build_policy(config: RLConfig) -> Policy:
+    env = make_env(config.env)
+    view = env.observation_space["image"].shape[0]
+    actions = env.action_space.n
+    env.close()
+    if config.actions > actions:
+        raise FbtError(f"{config.env} has {actions} actions, fewer than --actions {config.actions}")
+    actions = config.actions or actions
+    return Policy(config.policy, view, actions, core_config(config.policy, config.dim, config.layers, config.heads,
+                                                             config.ff, config.span))  # fmt: skip
+
+
+def read_rl_config(path: Path) -> RLConfig:
+    data = checkpoint.read_json(Path(path) / "config.json")
+    if "rl" not in data:
+        raise FbtError(f"{path} is not a reinforcement-learning run (its config.json has no 'rl' entry)")
+    return RLConfig.from_dict(data["rl"])
+
+
+def load_policy(path: str | Path, device: torch.device) -> tuple[Policy, RLConfig, Path]:
+    """The policy of a run's latest checkpoint (or of a checkpoint directory), in eval mode."""
+    directory = checkpoint.find_checkpoint(Path(path))
+    config = read_rl_config(directory)
+    policy = build_policy(config).to(device)
+    weights = checkpoint.load_tensors(directory / "model.safetensors")
+    try:
+        policy.load_state_dict(weights)
+    except RuntimeError as error:
+        raise FbtError(f"{directory} does not match its config: {str(error).splitlines()[0]}") from None
+    return policy.eval(), config, directory
+
+
+class RLTrainer:
+    def __init__(self, config: RLConfig, out: str | Path, device: torch.device, resume: bool = False):
+        self.config, self.out, self.device = config, Path(out), device
+        check_env_id(config.env)
+        torch.manual_seed(config.seed)
+        self.policy = build_policy(config).to(device)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
+        self.generator = torch.Generator().manual_seed(config.seed)  # minibatch order
+        self.update_index, self.elapsed = 0, 0.0
+        if resume:
+            self.load(checkpoint.find_checkpoint(self.out))
+        self.tracker = EpisodeTracker(config.envs, success_return(make_env(config.env)))
+        # A resumed run starts new episodes, seeded apart from those of the first start.
+        env_seed = config.seed * 1_000_003 + self.update_index
+        self.envs = make_vector_env(config.env, config.envs, env_seed)
+
+    @classmethod
+    def start(cls, config: RLConfig, out: str | Path, device: torch.device) -> RLTrainer:
+        out = Path(out)
+        if checkpoint.has_checkpoint(out):
+            raise FbtError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        trainer = cls(config, out, device)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.csv").unlink(missing_ok=True)  # left by a start that stopped before its first save
+        checkpoint.write_json_atomic(out / "config.json", {"rl": config.to_dict()})
+        return trainer
+
+    @classmethod
+    def resume(cls, out: str | Path, device: torch.device, frames: int | None = None) -> RLTrainer:
+        out = Path(out)
+        if not checkpoint.has_checkpoint(out):
+            raise FbtError(f"{out} holds no RL run to resume (no checkpoint); start it without --resume")
+        config = read_rl_config(out)
+        if frames is not None and frames != config.frames:
+            config = dataclasses.replace(config, frames=frames)
+            checkpoint.write_json_atomic(out / "config.json", {"rl": config.to_dict()})
+        return cls(config, out, device, resume=True)
+
+    @property
+    def frames(self) -> int:
+        return self.update_index * self.config.frames_per_update
+
+    def save(self) -> Path:
+        weights = self.policy.state_dict()
+        if not all(torch.isfinite(w).all() for w in weights.values()):
+            raise FbtError("the policy's weights are not finite: no checkpoint written")
+        tensors, optimizer_info = optimizer_to_flat(self.optimizer)
+        tensors = {**tensors, RNG: torch.get_rng_state(), "rng.minibatch": self.generator.get_state()}
+        info = {"update": self.update_index, "frames": self.frames, "elapsed_s": self.elapsed,
+                "optimizer": optimizer_info}  # fmt: skip
+        return checkpoint.save_checkpoint(self.out, self.update_index, {"rl": self.config.to_dict()}, weights,
+                                          tensors, info)  # fmt: skip
+
+    def load(self, directory: Path) -> None:
+        try:
+            self.policy.load_state_dict(checkpoint.load_tensors(directory / "model.safetensors"))
+        except RuntimeError as error:
+            raise FbtError(f"{directory} does not match the run's config: {str(error).splitlines()[0]}") from None
+        tensors = checkpoint.load_tensors(directory / "resume.safetensors")
+        info = checkpoint.read_json(directory / "resume.json")
+        optimizer_from_flat(self.optimizer, tensors, info["optimizer"])
+        torch.set_rng_state(tensors[RNG])
+        self.generator.set_state(tensors["rng.minibatch"])
+        self.update_index, self.elapsed = int(info["update"]), float(info["elapsed_s"])
+
+    def log(self, row: dict) -> None:
+        path = self.out / "metrics.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow({name: (f"{v:.6g}" if isinstance(v, float) else v) for name, v in row.items()})
+
+    def fit(self, progress: bool = True) -> dict:
+        cfg = self.config
+        total = math.ceil(cfg.frames / cfg.frames_per_update)
+        actor = Actor(self.policy, self.envs, self.device, self.tracker)
+        recent: deque = deque(maxlen=200)  # the last episodes, for the progress bar and the result
+        bar = tqdm(total=total * cfg.frames_per_update, initial=self.frames, unit="frame", unit_scale=True,
+                   disable=not progress, dynamic_ncols=True)  # fmt: skip
+        settings = cfg.ppo()
+        with stop_on_signals() as stop:
+            while self.update_index < total and not stop.requested:
+                began = time.perf_counter()
+                self.policy.eval()  # the cores have no dropout; eval marks acting
+                rollout = actor.collect(settings)
+                self.policy.train()
+                stats = update(self.policy, self.optimizer, rollout, settings, self.generator)
+                seconds = time.perf_counter() - began
+                self.elapsed += seconds
+                self.update_index += 1
+                finished = list(self.tracker.finished)
+                episodes = self.tracker.drain()
+                recent.extend(finished)
+                self.log({"update": self.update_index, "frames": self.frames, "elapsed_s": self.elapsed,
+                          "frames_per_s": cfg.frames_per_update / seconds, **episodes, **stats})  # fmt: skip
+                bar.update(cfg.frames_per_update)
+                bar.set_postfix_str(self.summary(recent, cfg.frames_per_update / seconds), refresh=False)
+                if self.update_index % cfg.save_every == 0:
+                    self.save()
+        bar.close()
+        self.save()
+        self.envs.close()
+        result = {"frames": self.frames, "updates": self.update_index, "elapsed_s": round(self.elapsed, 1)}
+        result.update(self.recent_stats(recent))
+        if stop.requested:
+            result["stopped"] = "by signal; continue with --resume"
+        return result
+
+    def recent_stats(self, recent: deque) -> dict:
+        if not recent:
+            return {}
+        threshold = self.tracker.success_return
+        return {
+            "recent_episodes": len(recent),
+            "recent_success_rate": round(sum(r >= threshold for r, _ in recent) / len(recent), 4),
+            "recent_mean_return": round(sum(r for r, _ in recent) / len(recent), 4),
+        }
+
+    def summary(self, recent: deque, fps: float) -> str:
+        stats = self.recent_stats(recent)
+        if not stats:
+            return f"{fps:,.0f} frames/s"
+        return (f"{fps:,.0f} frames/s success {stats['recent_success_rate']:.1%} "
+                f"return {stats['recent_mean_return']:.3f}")  # fmt: skip
