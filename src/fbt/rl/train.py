@@ -35,12 +35,12 @@ COLUMNS = ("update", "frames", "elapsed_s", "frames_per_s", "episodes", "success
 class RLConfig:
     env: str = "MiniGrid-MemoryS7-v0"  # a gymnasium id with MiniGrid observations (rl/envs.py)
     policy: str = "feedback"  # one of POLICY_NAMES
-    frames: int = 500_000  # environment steps, summed over environments
+    frames: int = 1_000_000  # environment steps, summed over environments
     envs: int = 16  # environments stepped together
     seed: int = 0  # weights, action sampling, minibatch order and environments
     # Use only the environment's first `actions` actions (0: all). MiniGrid's first three are turn left, turn
-    # right and move forward, all its navigation tasks need; the other four do nothing in them.
-    actions: int = 0
+    # right and move forward, all its memory and maze tasks need; the other four do nothing in them.
+    actions: int = 3
     lr: float = 1e-3  # Adam, constant
     dim: int = 64  # width of the encoder output and the core
     layers: int = 2
@@ -101,7 +101,7 @@ def build_policy(config: RLConfig) -> Policy:
     actions = env.action_space.n
     env.close()
     if config.actions > actions:
-        raise FbtError(f"{config.env} has {actions} actions, fewer than --actions {config.actions}")
+        raise FbtError(f"{config.env} has {actions} actions, fewer than --actions {config.actions} (0 uses all)")
     actions = config.actions or actions
     return Policy(config.policy, view, actions, core_config(config.policy, config.dim, config.layers, config.heads,
                                                              config.ff, config.span))  # fmt: skip
