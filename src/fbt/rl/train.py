@@ -225,7 +225,7 @@ class RLTrainer:
                 self.log({"update": self.update_index, "frames": self.frames, "elapsed_s": self.elapsed,
                           "frames_per_s": cfg.frames_per_update / seconds, **episodes, **stats})  # fmt: skip
                 bar.update(cfg.frames_per_update)
-                bar.set_postfix_str(self.summary(recent, cfg.frames_per_update / seconds), refresh=False)
+                bar.set_postfix_str(self.summary(recent), refresh=False)
                 if self.update_index % cfg.save_every == 0:
                     self.save()
         bar.close()
@@ -247,9 +247,9 @@ class RLTrainer:
             "recent_mean_return": round(sum(r for r, _ in recent) / len(recent), 4),
         }
 
-    def summary(self, recent: deque, fps: float) -> str:
+    def summary(self, recent: deque) -> str:
+        """The progress bar's note (tqdm shows frames/s): success and return of the last episodes."""
         stats = self.recent_stats(recent)
         if not stats:
-            return f"{fps:,.0f} frames/s"
-        return (f"{fps:,.0f} frames/s success {stats['recent_success_rate']:.1%} "
-                f"return {stats['recent_mean_return']:.3f}")  # fmt: skip
+            return "no episode finished yet"
+        return f"success {stats['recent_success_rate']:.1%} return {stats['recent_mean_return']:.3f}"
