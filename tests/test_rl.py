@@ -143,29 +143,17 @@ def test_a_new_episode_sees_nothing_of_the_previous_one(name):
     torch.testing.assert_close(first[7:], second[7:], atol=1e-6, rtol=1e-6)
 
 
-def test_feedback_core_is_the_feedback_transformer():
-    """With no episode start after the first step, the RL core computes the language model's recurrence
-    (models/feedback.py, the plain reference path) on the same inputs: same top-layer states, hence logits."""
-    config = ModelConfig(model="feedback", vocab_size=11, dim=16, layers=2, heads=2, ff=32, span=5)
+@pytest.mark.parametrize(
+    ("model_name", "core_class"), [("feedback", FeedbackCore), ("transformer-xl", TransformerXLCore)]
+)
+def test_the_transformer_cores_are_the_language_models(model_name, core_class):
+    """With no episode start after the first step, an RL core computes its language model's recurrence
+    (feedback: the plain reference path) on the same inputs: same top-layer states, hence logits."""
+    config = ModelConfig(model=model_name, vocab_size=11, dim=16, layers=2, heads=2, ff=32, span=5)
     torch.manual_seed(0)
     model = build_model(config).eval()
-    model.fast = False
-    core = FeedbackCore(config).eval()
-    core.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith(("embed", "head"))})
-    tokens = torch.randint(0, 11, (3, 9))
-    starts = torch.zeros(9, 3, dtype=torch.bool)
-    starts[0] = True
-    with torch.no_grad():
-        expected, _ = model(tokens)
-        outputs, _ = core(model.embed(tokens).transpose(0, 1), core.initial_state(3, torch.device("cpu")), starts)
-    torch.testing.assert_close(model.head(outputs).transpose(0, 1), expected, atol=1e-5, rtol=1e-5)
-
-
-def test_transformer_xl_core_is_the_transformer_xl_model():
-    config = ModelConfig(model="transformer-xl", vocab_size=11, dim=16, layers=2, heads=2, ff=32, span=5)
-    torch.manual_seed(0)
-    model = build_model(config).eval()
-    core = TransformerXLCore(config).eval()
+    model.fast = False  # only the feedback model has a fast path
+    core = core_class(config).eval()
     core.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith(("embed", "head"))})
     tokens = torch.randint(0, 11, (3, 9))
     starts = torch.zeros(9, 3, dtype=torch.bool)
