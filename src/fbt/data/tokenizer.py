@@ -34,6 +34,8 @@ class BpeTokenizer:
     def __init__(self, backend, source: str = ""):
         self.backend = backend
         self.source = source  # where it was read from, for messages
+        # Text that spells a special token ("<pad>") is ordinary text: it must round-trip, not become id 0.
+        backend.encode_special_tokens = True
         self.vocab_size = backend.get_vocab_size()
         vocab = backend.get_vocab()
         if any(vocab.get(token) != index for index, token in enumerate(SPECIAL_TOKENS)):
