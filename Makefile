@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e ".[test,plot,mt,rl]"
+	$(BIN)/pip install --quiet -e ".[test,plot,mt,rl,tensorboard]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -21,12 +21,15 @@ from fbt.tasks import TOKENIZED, Task
 from fbt.training import checkpoint
 from fbt.training.config import TrainConfig
 from fbt.training.describe import describe
+from fbt.training.distributed import Ranks
 from fbt.training.evaluate import evaluate
 from fbt.training.trainer import SUMMARY, Trainer, load_weights
 
 ORIGINAL_CONFIG = "config.original.json"  # the run's first config, kept once a resume changes config.json
 UNCONDITIONAL_START = "\n"  # byte-level text has no start token: unconditional samples follow a line break
-RESUME_CHANGES = ("steps", "time_budget", "data")  # what a resumed run may change
+# What a resumed run may change: how far it trains, where its data is, and how steps are computed.
+SESSION_SETTINGS = ("accumulate", "precision", "compile", "checkpoint_activations", "tensorboard")
+RESUME_CHANGES = ("steps", "time_budget", "data", *SESSION_SETTINGS)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -127,15 +130,21 @@ def check_data_exists(config: TrainConfig) -> None:
 
 def build_trainer(model_config: ModelConfig, train_config: TrainConfig, out: Path, device: torch.device) -> Trainer:
     check_model_fits_task(model_config, train_config)
-    task = run_task(train_config, out)
+    ranks = Ranks.current()
+    if ranks.main:  # rank 0 trains the tokenizer if needed and saves it; the other ranks then read it
+        task = run_task(train_config, out)
+        if task.tokenizer is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            task.tokenizer.save(out)
+    ranks.barrier()
+    if not ranks.main:
+        task = run_task(train_config, out)
     if model_config.vocab_size != task.vocab_size:
         model_config = ModelConfig.from_dict({**model_config.to_dict(), "vocab_size": task.vocab_size})
     stages = [tuple(load_streams(task, train_config, data, ("train", "valid"))) for data in train_config.stages]
     torch.manual_seed(train_config.seed)
     model = build_model(model_config).to(device)
     out.mkdir(parents=True, exist_ok=True)
-    if task.tokenizer is not None:
-        task.tokenizer.save(out)
     return Trainer(model, train_config, task, stages, out, run_config_dict(model_config, train_config), device)
 
 
@@ -149,13 +158,17 @@ def make_trainer(
     if train_config.warmup >= train_config.steps:
         warn(f"warm-up ({train_config.warmup} steps) is not shorter than the run ({train_config.steps} steps): "
              "the learning rate never reaches its peak")  # fmt: skip
-    # A start that stopped before its first checkpoint leaves files behind: begin them anew.
-    (out / TOKENIZER_FILE).unlink(missing_ok=True)
+    ranks = Ranks.current()
+    if ranks.main:  # a start that stopped before its first checkpoint leaves files behind: begin them anew
+        (out / TOKENIZER_FILE).unlink(missing_ok=True)
+    ranks.barrier()
     trainer = build_trainer(model_config, resolve_paths(train_config), out, device)
     trainer.log.reset()
-    for stale in (ORIGINAL_CONFIG, SUMMARY):
-        (out / stale).unlink(missing_ok=True)
-    checkpoint.write_json_atomic(out / "config.json", trainer.run_config)
+    if ranks.main:
+        for stale in (ORIGINAL_CONFIG, SUMMARY):
+            (out / stale).unlink(missing_ok=True)
+        checkpoint.write_json_atomic(out / "config.json", trainer.run_config)
+    ranks.barrier()
     return trainer
 
 
@@ -203,16 +216,20 @@ def resume_trainer(out: str | Path, device: torch.device, changes: dict | None =
     if steps == done:
         raise NothingToDo(f"{out} is complete at step {done}; pass --steps N > {done} to train it further")
     plan = dataclasses.replace(
-        saved, steps=steps, data=str(Path(changes["data"]).resolve()) if changes.get("data") else saved.data
+        saved,
+        steps=steps,
+        data=str(Path(changes["data"]).resolve()) if changes.get("data") else saved.data,
+        **{name: changes[name] for name in SESSION_SETTINGS if name in changes},
     )
     check_data_exists(plan)
-    if plan != saved:
+    if plan != saved and Ranks.current().main:
         if not (out / ORIGINAL_CONFIG).exists():
             shutil.copyfile(out / "config.json", out / ORIGINAL_CONFIG)
         checkpoint.write_json_atomic(out / "config.json", run_config_dict(model_config, plan))
     session = dataclasses.replace(plan, time_budget=changes.get("time_budget") or 0.0)
     trainer = build_trainer(model_config, session, out, device)
     trainer.resume()
+    trainer.ranks.barrier()  # rank 0 has rewritten config.json and the log
     return trainer
 
 
@@ -234,7 +251,7 @@ def resume(out: str | Path, device: str = "auto", progress: bool = True, **chang
 
 def fit(trainer: Trainer, progress: bool = True) -> dict:
     """Train with a header of what is trained (on stderr) and a progress bar, or silently."""
-    if progress:
+    if progress and trainer.ranks.main:
         print(describe(trainer), file=sys.stderr)
     return trainer.fit(progress=progress)
 

@@ -19,6 +19,7 @@ from fbt.data.splits import is_code_exec_dir
 from fbt.errors import FbtError, warn
 from fbt.models.config import ModelConfig
 from fbt.presets import PRESETS, get_preset, preset_summary
+from fbt.training import distributed
 from fbt.training.config import TrainConfig
 from fbt.training.trainer import TrainingInterrupted
 
@@ -75,16 +76,21 @@ def next_commands(run: str, task: str) -> str:
 
 def run_train_command(args: argparse.Namespace) -> None:
     progress = not args.no_progress
+    # Under torchrun: join the process group; every rank trains its slice of the streams, rank 0 reports.
+    device = distributed.start(args.device) if distributed.launched_by_torchrun() else api.resolve_device(args.device)
+    main_rank = distributed.Ranks.current().main
     if args.resume:
         if args.preset:
             raise FbtError("--resume continues the run with its own saved settings: drop --preset")
-        result = api.resume(args.out, args.device, progress, **explicit_settings(args))
+        result = api.fit(api.resume_trainer(args.out, device, explicit_settings(args)), progress)
     else:
         model_config, train_config, notes = configs_from_args(args)
-        trainer = api.make_trainer(model_config, train_config, args.out, api.resolve_device(args.device))
-        for note in notes:
+        trainer = api.make_trainer(model_config, train_config, args.out, device)
+        for note in notes if main_rank else ():
             warn(note)
         result = api.fit(trainer, progress)
+    if not main_rank:
+        return
     print_result({"run": args.out, **result}, args.json)
     if progress:
         print(next_commands(args.out, api.read_run_config(Path(args.out))[1].task), file=sys.stderr)
@@ -277,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, MemoryError) as error:
         print(f"fbt: error: {error}", file=sys.stderr)
         return 1
+    finally:
+        distributed.stop()
     return 0
 
 

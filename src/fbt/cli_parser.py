@@ -12,7 +12,7 @@ from fbt.data.splits import SPLITS
 from fbt.models.config import DECODERS, INITS, MEMORY_SOURCES, MODEL_NAMES, ModelConfig
 from fbt.presets import PRESETS
 from fbt.tasks import TASK_NAMES
-from fbt.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from fbt.training.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 
 # Flags that map onto ModelConfig / TrainConfig fields (flag name with dashes -> field name).
 MODEL_FLAGS = ("model", "dim", "layers", "heads", "ff", "span", "context", "dropout", "memory", "memory_layer", "init",
@@ -21,7 +21,8 @@ TRAIN_FLAGS = (
     "task", "data", "batch", "segment", "steps", "time_budget", "optimizer", "lr", "weight_decay", "warmup",
     "schedule", "clip", "seed", "log_every", "eval_every", "eval_tokens", "save_every", "keep_checkpoints",
     "curriculum", "curriculum_steps", "curriculum_accuracy", "tokenizer", "tokenizer_vocab", "source_column",
-    "target_column", "target_data", "group_column", "max_length", "batch_tokens",
+    "target_column", "target_data", "group_column", "max_length", "batch_tokens", "accumulate", "precision",
+    "compile", "checkpoint_activations", "tensorboard",
 )  # fmt: skip
 DEFAULTS = {f.name: f.default for config in (ModelConfig, TrainConfig) for f in dataclasses.fields(config)}
 DEFAULTS["vocab_size"] = ModelConfig.vocab_size  # the model's; the tokenizer's is tokenizer_vocab
@@ -90,7 +91,9 @@ def add_train_parser(commands) -> None:
         help="train a model (a preset or explicit sizes), or resume a run",
         description="Defaults come from the preset when one is given, else from the library's defaults; explicit "
         "flags override both. With --resume the run keeps its own settings: only --steps (to extend), "
-        "--time-budget and --data (an equal-sized copy) may be given.",
+        "--time-budget, --data (an equal-sized copy) and the flags of how steps run may be given. Under "
+        "`torchrun --nproc-per-node N -m fbt.cli train ...` the run is data-parallel (DDP): --batch stays the "
+        "global number of streams, each rank takes B / N of them.",
         formatter_class=DefaultsShown,
     )
     p.add_argument("--preset", help=f"named settings: {', '.join(PRESETS)} (see `fbt presets`)")
@@ -178,6 +181,23 @@ def add_train_parser(commands) -> None:
         "--curriculum-accuracy",
         type=float,
         help="advance once a periodic validation reaches this accuracy (default: 0, off)",
+    )
+    compute = p.add_argument_group("how steps run (a resumed run may change these)")
+    compute.add_argument(
+        "--accumulate", type=int,
+        help="split each rank's streams into K micro-batches, one backward each (same update, less memory; "
+        "default: 1)",
+    )  # fmt: skip
+    compute.add_argument(
+        "--precision", choices=PRECISIONS, help="bf16: bfloat16 autocast, fp32 weights (default: fp32)"
+    )
+    compute.add_argument("--compile", action="store_true", default=None, help="model.compile() (torch.compile)")
+    compute.add_argument(
+        "--checkpoint-activations", action="store_true", default=None,
+        help="recompute activations in backward instead of storing them (less memory, more compute)",
+    )  # fmt: skip
+    compute.add_argument(
+        "--tensorboard", action="store_true", default=None, help="also log to TensorBoard event files in --out"
     )
     add_compute_flags(p, "print the final metrics as one JSON object as the last line")
 

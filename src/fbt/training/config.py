@@ -9,6 +9,7 @@ from fbt.errors import FbtError
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -48,13 +49,20 @@ class TrainConfig:
     curriculum: str = ""
     curriculum_steps: int = 0
     curriculum_accuracy: float = 0.0
+    # How a step is computed; none changes what it computes beyond float rounding, so a resumed run may change
+    # them. `batch` streams are split into `accumulate` micro-batches (on each rank), one backward each.
+    accumulate: int = 1
+    precision: str = "fp32"  # "bf16": forward under bfloat16 autocast, fp32 master weights and optimiser
+    compile: bool = False  # model.compile() (torch.compile in place: checkpoints keep their keys)
+    checkpoint_activations: bool = False  # recompute activations in backward instead of storing them
+    tensorboard: bool = False  # also log to TensorBoard event files in the run directory
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         for name in ("batch", "segment", "steps", "log_every", "save_every", "keep_checkpoints", "max_length",
-                     "batch_tokens", "tokenizer_vocab"):  # fmt: skip
+                     "batch_tokens", "tokenizer_vocab", "accumulate"):  # fmt: skip
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise FbtError(f"{name} must be a positive integer, got {value!r}")
@@ -63,6 +71,11 @@ class TrainConfig:
                 raise FbtError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
             raise FbtError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.precision not in PRECISIONS:
+            raise FbtError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.task != "translation" and self.batch % self.accumulate:
+            raise FbtError(f"--batch {self.batch} streams cannot be split into --accumulate {self.accumulate} "
+                           "equal micro-batches")  # fmt: skip
         if self.schedule not in SCHEDULES:
             raise FbtError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if not self.lr > 0:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from fbt.data.streams import SegmentStream
 from fbt.tasks import Task
+from fbt.training.distributed import Ranks, rows_of
 from fbt.training.loss import segment_loss
 
 
@@ -19,9 +23,12 @@ def evaluate(
     device: torch.device,
     max_tokens: int = 0,
     progress: bool = False,
+    ranks: Ranks | None = None,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> dict:
     """Mean loss, accuracy (and perplexity, bits per byte where they apply) over the first `max_tokens`
-    tokens (0: all)."""
+    tokens (0: all). Under torchrun each rank runs its rows and the sums (not the means) are added up."""
+    ranks = ranks or Ranks()
     was_training = model.training
     model.eval()
     loss_sum, correct, scored, seen, scored_bytes = 0.0, 0, 0, 0, 0
@@ -30,14 +37,18 @@ def evaluate(
     hidden = None if progress else True  # None: hidden when stderr is not a terminal
     bar = tqdm(stream.iterate_once(), total=total, desc="eval", leave=False, disable=hidden, unit="seg")
     for inputs, targets in bar:
-        logits, state = model(inputs.to(device), state)
+        seen += targets.numel()  # global, so every rank stops after the same segment
+        rows = ranks.rows(targets.shape[0], even=task.name != "translation")
+        inputs, targets = rows_of(inputs, rows), targets[rows]
+        with autocast():
+            logits, state = model(inputs.to(device), state)
         loss, count, right = segment_loss(logits.float(), targets.to(device))
         loss_sum += loss.item()
         scored += count
         correct += right
         scored_bytes += task.target_bytes(targets)
-        seen += inputs.numel()
         if max_tokens and seen >= max_tokens:
             break
     model.train(was_training)
-    return task.metrics(loss_sum, correct, scored, scored_bytes)
+    loss_sum, correct, scored, scored_bytes = ranks.sum([loss_sum, correct, scored, scored_bytes])
+    return task.metrics(loss_sum, int(correct), int(scored), int(scored_bytes))

@@ -1,13 +1,17 @@
 """Appends one CSV row per logged step or evaluation; a resumed run keeps appending to the same file.
 
 Rows are typed by their first column, `kind`: "train" rows hold the training columns (means over the logging
-window), "valid" rows the validation metrics of a pass at that step.
+window), "valid" rows the validation metrics of a pass at that step. With `tensorboard`, the same numbers also
+go to TensorBoard event files in the run directory (`tensorboard --logdir RUN`), as "train/loss",
+"valid/accuracy" and so on, against the step.
 """
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
+
+from fbt.errors import FbtError
 
 KINDS = ("train", "valid")
 COLUMNS = (
@@ -42,11 +46,21 @@ def legacy_kind(row: dict) -> str | None:
 
 
 class MetricsLog:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, tensorboard: bool = False, active: bool = True):
         self.path = Path(path)
+        self.active = active  # False on every data-parallel rank but the first: one log per run
+        self.board = open_tensorboard(self.path.parent) if tensorboard and active else None
 
     def write(self, kind: str, step: int, tokens: int, elapsed: float, lr: float | None, **metrics: float) -> None:
         assert kind in KINDS, kind
+        if not self.active:
+            return
+        if self.board is not None:
+            numbers = {"lr": lr, **metrics} if lr is not None else metrics
+            for name, value in numbers.items():
+                if isinstance(value, int | float) and name in COLUMNS:
+                    self.board.add_scalar(f"{kind}/{name.removeprefix(kind + '_')}", value, step)
+            self.board.flush()
         row = {
             "kind": kind,
             "step": step,
@@ -81,7 +95,7 @@ class MetricsLog:
 
     def drop_after(self, step: int | None) -> None:
         """Forget rows logged after `step`: a resumed run rewrites them from its checkpoint."""
-        if not self.path.exists():
+        if not self.active or not self.path.exists():
             return
         with open(self.path, newline="") as handle:
             rows = [row for row in csv.DictReader(handle) if step is None or int(row["step"]) <= step]
@@ -94,4 +108,15 @@ class MetricsLog:
 
     def reset(self) -> None:
         """Start an empty log (a new run in a directory left by a start that saved nothing)."""
+        if not self.active:
+            return
         self.path.unlink(missing_ok=True)
+
+
+def open_tensorboard(directory: Path):
+    """A TensorBoard writer of event files in `directory` (needs the `tensorboard` extra)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise FbtError("--tensorboard needs the tensorboard package: pip install 'fbt[tensorboard]'") from None
+    return SummaryWriter(log_dir=str(directory))

@@ -14,18 +14,22 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from fbt.data.code_exec import IGNORE_INDEX
 from fbt.data.streams import SegmentStream
 from fbt.data.tokenizer import TOKENIZER_FILE
 from fbt.errors import FbtError
 from fbt.tasks import Task
 from fbt.training import checkpoint, state_io
 from fbt.training.config import TrainConfig
+from fbt.training.distributed import Ranks, cat_states, gather_state, rows_of, share, state_rows
 from fbt.training.evaluate import evaluate
 from fbt.training.interrupt import stop_on_signals
 from fbt.training.loss import segment_loss
@@ -67,8 +71,19 @@ class Trainer:
         self.elapsed = 0.0  # training seconds over all sessions of this run
         self.anchor = (config.warmup, 1.0)  # cosine start (see learning_rate)
         self.saved_step = -1  # step of the newest checkpoint written or loaded
-        self.state: dict | None = None  # carried between segments, detached by the model
-        self.log = MetricsLog(self.run_dir / "metrics.csv")
+        self.state: dict | None = None  # this rank's rows of the streams' state, detached by the model
+        self.ranks = Ranks.current()
+        self.log = MetricsLog(self.run_dir / "metrics.csv", config.tensorboard, active=self.ranks.main)
+        model.checkpoint_activations = config.checkpoint_activations
+        if config.compile:
+            model.compile()  # in place: the state_dict keys stay those of the plain model
+        self.net = model  # what runs the forward: the model, or its DDP wrapper under torchrun
+        if self.ranks.world > 1:
+            if config.task != "translation" and (config.batch // self.ranks.world) % config.accumulate:
+                raise FbtError(f"each of {self.ranks.world} ranks holds {config.batch // self.ranks.world} streams, "
+                               f"which --accumulate {config.accumulate} cannot split evenly")  # fmt: skip
+            self.ranks.rows(config.batch)  # checks that the streams split evenly over the ranks
+            self.net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
     @property
     def train_stream(self) -> SegmentStream:
@@ -87,9 +102,12 @@ class Trainer:
         for name, tensor in self.model.state_dict().items():
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise NonFiniteError(f"refusing to save step {self.step}: weight {name} is not finite")
-        rng = {state_io.RNG: torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng[state_io.CUDA_RNG] = torch.cuda.get_rng_state(self.device)
+        # Collectives first: every rank takes part, then only rank 0 writes.
+        global_state = gather_state(self.ranks, self.task_model, self.state)
+        rng = self.gather_rng()
+        if not self.ranks.main:
+            self.saved_step = self.step
+            return self.run_dir
         optimizer_tensors, optimizer_info = state_io.optimizer_to_flat(self.optimizer)
         info = {
             "step": self.step,
@@ -101,7 +119,7 @@ class Trainer:
             "steps": self.config.steps,
             "optimizer": optimizer_info,
         }
-        tensors = {**optimizer_tensors, **rng, **state_io.stream_state_to_flat(self.state)}
+        tensors = {**optimizer_tensors, **rng, **state_io.stream_state_to_flat(global_state)}
         directory = checkpoint.save_checkpoint(
             self.run_dir,
             self.step,
@@ -122,9 +140,7 @@ class Trainer:
         info = checkpoint.read_json(directory / "resume.json")
         try:
             state_io.optimizer_from_flat(self.optimizer, tensors, info["optimizer"])
-            torch.set_rng_state(tensors[state_io.RNG])
-            if self.device.type == "cuda" and state_io.CUDA_RNG in tensors:
-                torch.cuda.set_rng_state(tensors[state_io.CUDA_RNG], self.device)
+            self.restore_rng(tensors)
             self.stage, self.stage_start = (int(v) for v in info.get("stage", (0, 0)))
             if not 0 <= self.stage < len(self.stages):
                 raise FbtError(f"{directory} is at curriculum stage {self.stage}, but the run has {len(self.stages)}")
@@ -143,29 +159,74 @@ class Trainer:
             old = TrainConfig.from_dict({**self.config.to_dict(), "steps": saved_steps})
             last = self.step - 1
             self.anchor = (last, learning_rate(last, old, self.anchor) / self.config.lr)
-        self.state = state_io.stream_state_from_flat(tensors, self.device)
+        global_state = state_io.stream_state_from_flat(tensors, self.device)
+        self.state = state_rows(self.task_model, global_state, self.ranks.rows(self.config.batch))
         self.saved_step = self.step
-        self.log.drop_after(self.step)
+        if self.ranks.main:
+            self.log.drop_after(self.step)
+
+    @property
+    def task_model(self) -> str:
+        return self.model.config.model
+
+    def gather_rng(self) -> dict[str, torch.Tensor]:
+        """Every rank's RNG states (ranks draw different dropout masks): rank 0's under the plain names."""
+        rng = {state_io.RNG: torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng[state_io.CUDA_RNG] = torch.cuda.get_rng_state(self.device).to(self.device)
+        gathered = {}
+        for name, tensor in rng.items():
+            states = self.ranks.gather_rows(tensor.to(self.device)[None], 0).cpu()  # (N, bytes)
+            gathered[name] = states[0]
+            gathered.update({f"{name}.rank{r}": states[r] for r in range(1, self.ranks.world)})
+        return gathered
+
+    def restore_rng(self, tensors: dict[str, torch.Tensor]) -> None:
+        """This rank's saved RNG; a rank the saved run did not have derives one from rank 0's."""
+        suffix = f".rank{self.ranks.rank}" if self.ranks.rank else ""
+        cpu = tensors.get(state_io.RNG + suffix)
+        torch.set_rng_state(tensors[state_io.RNG] if cpu is None else cpu)
+        if cpu is None:
+            torch.manual_seed(int(torch.randint(2**62, ())) + self.ranks.rank)
+        cuda = tensors.get(state_io.CUDA_RNG + suffix, tensors.get(state_io.CUDA_RNG))
+        if self.device.type == "cuda" and cuda is not None:
+            torch.cuda.set_rng_state(cuda.cpu(), self.device)
 
     # ---- training ----
 
     def train_step(self) -> tuple[float, int, float]:
         """One update on the next segment; returns the mean loss over its scored positions (nan if none), its
-        token count and the gradient norm before clipping."""
+        token count and the gradient norm before clipping.
+
+        Every rank reads the global segment and runs its rows, in `accumulate` micro-batches. Each micro-batch's
+        summed loss is divided by the global count of scored positions (times the ranks, as DDP averages), so
+        the gradient is that of the global mean loss whatever the ranks and micro-batches."""
         inputs, targets, new_stream = self.train_stream.next_segment()
         if new_stream:
             self.state = None
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr(self.step)
-        logits, self.state = self.model(inputs.to(self.device), self.state)
-        loss_sum, scored, _ = segment_loss(logits.float(), targets.to(self.device))
-        # A segment may hold no scored position (code-exec): it then contributes no gradient.
-        loss = loss_sum / max(scored, 1)
+        scored = int((targets != IGNORE_INDEX).sum())  # global: every rank holds the whole segment
+        mine = self.ranks.rows(targets.shape[0], even=self.config.task != "translation")
+        micro = micro_batches(rows_of(inputs, mine), rows_of(targets, mine), self.config.accumulate)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_sum, states = 0.0, []
+        for index, (micro_inputs, micro_targets, rows) in enumerate(micro):
+            last = index == len(micro) - 1
+            with nullcontext() if last or self.net is self.model else self.net.no_sync():
+                with self.autocast():
+                    logits, state = self.net(micro_inputs.to(self.device), state_rows(self.task_model, self.state, rows)
+                                             if self.state is not None else None)  # fmt: skip
+                part, _, _ = segment_loss(logits.float(), micro_targets.to(self.device))
+                (part * (self.ranks.world / max(scored, 1))).backward()
+            loss_sum += part.item()
+            states.append(state)
+        self.state = cat_states(self.task_model, states) if self.config.task != "translation" else None
+        (loss_sum,) = self.ranks.sum([loss_sum])
         parameters = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = nn.utils.clip_grad_norm_(parameters, self.config.clip or math.inf).item()
-        for name, value in (("loss", loss.item()), ("gradient norm", grad_norm)):
+        loss = loss_sum / max(scored, 1)
+        for name, value in (("loss", loss), ("gradient norm", grad_norm)):
             if not math.isfinite(value):
                 raise NonFiniteError(
                     f"non-finite {name} ({value}) at step {self.step + 1}; nothing was updated or saved "
@@ -174,7 +235,11 @@ class Trainer:
                 )
         self.optimizer.step()
         self.step += 1
-        return (loss.item() if scored else float("nan")), inputs.numel(), grad_norm
+        return (loss if scored else float("nan")), inputs.numel(), grad_norm
+
+    def autocast(self):
+        """bfloat16 autocast of the forward when asked for (weights, gradients and optimiser stay fp32)."""
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.precision == "bf16")
 
     def validate(self, final: bool = False) -> dict:
         """Periodic: the first eval_tokens tokens of the current stage's valid split. Final: all of the run's
@@ -182,7 +247,8 @@ class Trainer:
         stream = self.stages[-1][1] if final else self.valid_stream
         if stream is None:
             return {}
-        return evaluate(self.model, stream, self.task, self.device, 0 if final else self.config.eval_tokens)
+        tokens = 0 if final else self.config.eval_tokens
+        return evaluate(self.model, stream, self.task, self.device, tokens, ranks=self.ranks, autocast=self.autocast)
 
     def diagnostics(self) -> dict:
         report = getattr(self.model, "diagnostics", None)
@@ -214,7 +280,7 @@ class Trainer:
             initial=self.step,
             desc="train",
             unit="step",
-            disable=None if progress else True,  # None: hidden when stderr is not a terminal
+            disable=None if progress and self.ranks.main else True,  # None: hidden when stderr is not a terminal
             dynamic_ncols=True,
         )
         window_loss, window_count, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
@@ -226,10 +292,12 @@ class Trainer:
         with stop_on_signals() as stop:
             try:
                 while self.step < cfg.steps:
-                    if stop.requested:
+                    # Every rank must stop at the same step: a signal or a spent budget on one stops all.
+                    if self.ranks.any(stop.requested):
                         status = "interrupted"
                         break
-                    if cfg.time_budget and time.perf_counter() - session_start >= cfg.time_budget:
+                    spent = cfg.time_budget and time.perf_counter() - session_start >= cfg.time_budget
+                    if self.ranks.any(bool(spent)):
                         status = "stopped"
                         break
                     loss, tokens, grad_norm = self.train_step()
@@ -261,13 +329,13 @@ class Trainer:
                             **prefixed("valid", valid),
                         )  # fmt: skip
                         partial = f" (first {cfg.eval_tokens} tokens)" if cfg.eval_tokens else ""
-                        bar.write(
+                        self.say(
                             f"step {self.step}: valid{partial} "
                             + ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if k != "scored_tokens")
                         )
                     advanced = self.maybe_advance(valid)
                     if advanced:
-                        bar.write(advanced)
+                        self.say(advanced)
                     if self.step % cfg.save_every == 0:
                         self.save()
             finally:
@@ -290,6 +358,11 @@ class Trainer:
                 self.save()
             return self.write_summary(status, {**train, **prefixed("valid", valid)})
 
+    def say(self, message: str) -> None:
+        """A line under the progress bar, from rank 0 only."""
+        if self.ranks.main:
+            tqdm.write(message)
+
     def write_summary(self, status: str, metrics: dict) -> dict:
         """The end of a training call, as returned and as run_dir/summary.json (NaN written as null)."""
         summary = {
@@ -301,7 +374,8 @@ class Trainer:
             **metrics,
         }
         finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in summary.items()}
-        checkpoint.write_json_atomic(self.run_dir / SUMMARY, finite)
+        if self.ranks.main:
+            checkpoint.write_json_atomic(self.run_dir / SUMMARY, finite)
         return summary
 
 
@@ -314,6 +388,12 @@ class TrainingInterrupted(FbtError):
         super().__init__(
             f"interrupted at step {step}; saved a checkpoint. Resume with: fbt train --resume --out {run_dir}"
         )
+
+
+def micro_batches(inputs, targets: torch.Tensor, count: int) -> list[tuple]:
+    """(inputs, targets, rows) of `count` consecutive row blocks (fewer if there are fewer rows)."""
+    blocks = [share(targets.shape[0], count, index) for index in range(count)]
+    return [(rows_of(inputs, rows), targets[rows], rows) for rows in blocks if rows.stop > rows.start]
 
 
 def prefixed(prefix: str, metrics: dict) -> dict:
