@@ -17,6 +17,14 @@ from torch import nn
 from fbt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from fbt.errors import FbtError
 
+EXTRA_TOKENS = 10  # a translation may be this many tokens longer than twice its source
+
+
+def max_translation_tokens(context: int, source_length: int) -> int:
+    """Tokens a translation of a source (padded) of `source_length` ids may take: 2 x source length + 10, within
+    the decoder's `context` positions, one of which holds <s>."""
+    return min(context - 1, 2 * source_length + EXTRA_TOKENS)
+
 
 def check_search(beam: int, length_penalty: float) -> None:
     if not isinstance(beam, int) or beam < 1:

@@ -9,12 +9,10 @@ from tqdm import tqdm
 from fbt.api import check_data_exists, load_run, load_streams
 from fbt.data.tokenizer import EOS_ID, PAD_ID, BpeTokenizer
 from fbt.data.translation import held_out_groups, load_split_pairs, pad, read_corpus
-from fbt.decoding import check_search, search
+from fbt.decoding import check_search, max_translation_tokens, search
 from fbt.errors import FbtError
 from fbt.scoring import corpus_scores
 from fbt.training.evaluate import evaluate
-
-EXTRA_TOKENS = 10  # a translation may be this many tokens longer than twice its source
 
 
 def translate_texts(
@@ -39,7 +37,7 @@ def translate_texts(
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     for chunk in tqdm(batches, desc="translate", unit="batch", leave=False, disable=None if progress else True):
         source = pad([sources[i] for i in chunk], PAD_ID).to(device)  # (B, S)
-        limit = min(context - 1, 2 * source.shape[1] + EXTRA_TOKENS)
+        limit = max_translation_tokens(context, source.shape[1])
         for i, ids in zip(chunk, search(model, source, limit, beam, length_penalty), strict=True):
             # One line per translation: whitespace runs (line breaks included) become one space.
             results[i] = " ".join(tokenizer.decode(ids).split())

@@ -14,9 +14,11 @@ import torch
 from torch import nn
 
 from fbt.models.config import MEMORY_SOURCES, MODEL_NAMES, ModelConfig
+from fbt.models.pretrained import PretrainedModel, from_pretrained
 
 
-def build_model(config: ModelConfig) -> nn.Module:
+def model_class(name: str) -> type[PretrainedModel]:
+    """The class of model family `name` (one of MODEL_NAMES)."""
     from fbt.models.feedback import FeedbackTransformer
     from fbt.models.gpt import GPT
     from fbt.models.lstm import LSTMLanguageModel
@@ -30,7 +32,11 @@ def build_model(config: ModelConfig) -> nn.Module:
         "lstm": LSTMLanguageModel,
         "seq2seq": Seq2Seq,
     }
-    return families[config.model](config)
+    return families[name]
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    return model_class(config.model)(config)
 
 
 def state_nbytes(state: dict[str, torch.Tensor] | None) -> int:
@@ -38,4 +44,13 @@ def state_nbytes(state: dict[str, torch.Tensor] | None) -> int:
     return 0 if state is None else sum(t.numel() * t.element_size() for t in state.values())
 
 
-__all__ = ["MEMORY_SOURCES", "MODEL_NAMES", "ModelConfig", "build_model", "state_nbytes"]
+__all__ = [
+    "MEMORY_SOURCES",
+    "MODEL_NAMES",
+    "ModelConfig",
+    "PretrainedModel",
+    "build_model",
+    "from_pretrained",
+    "model_class",
+    "state_nbytes",
+]

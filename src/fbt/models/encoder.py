@@ -12,6 +12,7 @@ from torch import nn
 from fbt.errors import FbtError
 from fbt.models.config import ModelConfig
 from fbt.models.gpt import GPTLayer
+from fbt.models.layers import run_layer
 
 
 class TransformerEncoder(nn.Module):
@@ -21,6 +22,7 @@ class TransformerEncoder(nn.Module):
         self.pos_embed = nn.Embedding(config.context, config.dim)
         self.layers = nn.ModuleList(GPTLayer(config) for _ in range(config.encoder_layers))
         self.norm_out = nn.LayerNorm(config.dim)
+        self.checkpoint_activations = False  # see layers.run_layer
 
     def forward(self, embedded: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """Embedded source (B, S, D) and visible (B, S), False at padding -> encoder output (B, S, D)."""
@@ -31,5 +33,5 @@ class TransformerEncoder(nn.Module):
         mask = visible[:, None, None, :]  # (B, 1, 1, S): every query sees every real source token
         empty = x.new_zeros(B, self.config.heads, 0, self.config.head_dim)
         for layer in self.layers:
-            x, _, _ = layer(x, empty, empty, mask)
+            x, _, _ = run_layer(layer, self.checkpoint_activations, x, empty, empty, mask)
         return self.norm_out(x)

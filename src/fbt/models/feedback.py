@@ -27,6 +27,7 @@ from torch import nn
 from fbt.models.config import ModelConfig
 from fbt.models.feedback_segment import fast_forward
 from fbt.models.layers import FeedForward, init_position_keys, init_weights
+from fbt.models.pretrained import PretrainedLM
 
 
 class FeedbackLayer(nn.Module):
@@ -130,7 +131,7 @@ class FeedbackMemory:
         return window_k, window_v
 
 
-class FeedbackTransformer(FeedbackMemory, nn.Module):
+class FeedbackTransformer(FeedbackMemory, PretrainedLM, nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -146,6 +147,7 @@ class FeedbackTransformer(FeedbackMemory, nn.Module):
         # (feedback_segment.py). False: the plain autograd loop of `forward` below, the reference it is tested
         # against. Same logits, state and gradients up to float rounding.
         self.fast = True
+        self.checkpoint_activations = False  # fast path only: recompute groups of steps in backward
 
     def start_state(self, state: dict | None, batch: int, like: torch.Tensor) -> dict:
         """The carried state with keys/values valid for the current weights."""

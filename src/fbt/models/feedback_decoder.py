@@ -19,7 +19,7 @@ from torch import nn
 
 from fbt.models.config import ModelConfig
 from fbt.models.feedback import FeedbackLayer, FeedbackMemory
-from fbt.models.layers import CrossAttention, source_state
+from fbt.models.layers import CrossAttention, run_layer, source_state
 
 
 class FeedbackDecoderLayer(FeedbackLayer):
@@ -41,6 +41,7 @@ class FeedbackDecoder(FeedbackMemory, nn.Module):
         self.layers = nn.ModuleList(FeedbackDecoderLayer(config) for _ in range(config.layers))
         self.add_memory_parameters(config)
         self.norm_out = nn.LayerNorm(config.dim)
+        self.checkpoint_activations = False  # see layers.run_layer
 
     def start(self, encoded: torch.Tensor, source_visible: torch.Tensor) -> dict:
         """The state before the first target token: no memory yet, the encoder output's keys/values."""
@@ -71,9 +72,11 @@ class FeedbackDecoder(FeedbackMemory, nn.Module):
             x = embedded[:, t]
             states = [x]
             for index, layer in enumerate(self.layers):
-                x = layer(
-                    x, window_k if cfg.shared_kv else window_k[index], window_v if cfg.shared_kv else window_v[index],
-                    pos, state["cross_keys"][:, index], state["cross_values"][:, index], state["source_visible"],
+                layer_k = window_k if cfg.shared_kv else window_k[index]
+                layer_v = window_v if cfg.shared_kv else window_v[index]
+                x = run_layer(
+                    layer, self.checkpoint_activations, x, layer_k, layer_v, pos, state["cross_keys"][:, index],
+                    state["cross_values"][:, index], state["source_visible"],
                 )  # fmt: skip
                 states.append(x)
             memory = self.mix_memory(states)  # (B, D)

@@ -37,6 +37,9 @@ from typing import NamedTuple
 
 import torch
 from torch.autograd.function import once_differentiable
+from torch.utils.checkpoint import checkpoint
+
+from fbt.models.layers import checkpoint_group
 
 # Parameters of one FeedbackLayer, in the order the segment takes them.
 LAYER_PARAMETERS = (
@@ -676,6 +679,27 @@ def feedback_segment(spec, embedded, keys, values, pos_keys, mix_logits, weights
         return segment.outputs()
 
 
+def segment_in_groups(spec, embedded, keys, values, pos_keys, mix_logits, weights):
+    """feedback_segment over consecutive groups of steps, each recomputed in backward (activation
+    checkpointing): the forward keeps only each group's inputs, and backward re-runs one group at a time with
+    its buffers. The reentrant checkpoint runs the first forward without a graph, so the segment saves no
+    buffers then; the new keys/values carry the gradient from group to group."""
+
+    def group_segment(embedded, keys, values, pos_keys, mix_logits, *weights):
+        return feedback_segment(spec, embedded, keys, values, pos_keys, mix_logits, list(weights))
+
+    outputs = []
+    for part in embedded.split(checkpoint_group(embedded.shape[1]), dim=1):
+        top, memories, new_keys, new_values = checkpoint(
+            group_segment, part, keys, values, pos_keys, mix_logits, *weights, use_reentrant=True
+        )
+        outputs.append((top, memories, new_keys, new_values))
+        keys = torch.cat([keys, new_keys], dim=-2)[..., -spec.span :, :]
+        values = torch.cat([values, new_values], dim=-2)[..., -spec.span :, :]
+    top, memories, new_keys, new_values = zip(*outputs, strict=True)
+    return torch.cat(top, 1), torch.cat(memories, 1), torch.cat(new_keys, -2), torch.cat(new_values, -2)
+
+
 def segment_weights(model) -> list:
     """The weights FeedbackSegment takes, from a FeedbackTransformer.
 
@@ -706,7 +730,8 @@ def fast_forward(model, tokens: torch.Tensor, state: dict | None = None):
         eps=model.norm_out.eps,
     )
     mix_logits = model.memory_weights if cfg.memory == "all" else None
-    top, memories, keys, values = feedback_segment(
+    run = segment_in_groups if model.checkpoint_activations and torch.is_grad_enabled() else feedback_segment
+    top, memories, keys, values = run(
         spec, embedded, start["keys"], start["values"], model.pos_keys, mix_logits, segment_weights(model)
     )
     logits = model.head(model.norm_out(top))  # (B, T, V), in parallel over time

@@ -26,7 +26,8 @@ from torch import nn
 
 from fbt.errors import FbtError
 from fbt.models.config import ModelConfig
-from fbt.models.layers import FeedForward, init_weights
+from fbt.models.layers import FeedForward, init_weights, run_layer
+from fbt.models.pretrained import PretrainedLM
 
 
 class GPTLayer(nn.Module):
@@ -68,7 +69,7 @@ class GPTLayer(nn.Module):
         return x, keys, values
 
 
-class GPT(nn.Module):
+class GPT(PretrainedLM, nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -79,6 +80,7 @@ class GPT(nn.Module):
         self.norm_out = nn.LayerNorm(D)
         self.head = nn.Linear(D, config.vocab_size, bias=False)
         init_weights(self, config.layers, config.init)
+        self.checkpoint_activations = False  # see layers.run_layer
 
     @property
     def max_forward_tokens(self) -> int:
@@ -111,7 +113,9 @@ class GPT(nn.Module):
         visible = torch.ones(T, n + T, dtype=torch.bool, device=tokens.device).tril(diagonal=n)
         keys, values = [], []
         for index, layer in enumerate(self.layers):
-            x, layer_k, layer_v = layer(x, state["keys"][index], state["values"][index], visible)
+            x, layer_k, layer_v = run_layer(
+                layer, self.checkpoint_activations, x, state["keys"][index], state["values"][index], visible
+            )
             keys.append(layer_k)
             values.append(layer_v)
         logits = self.head(self.norm_out(x))  # (B, T, V)

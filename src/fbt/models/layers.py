@@ -19,6 +19,28 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+def run_layer(layer: nn.Module, checkpointed: bool, *inputs):
+    """layer(*inputs); under activation checkpointing (and when a gradient is being recorded) only the inputs
+    are kept and the layer's activations are recomputed in backward: less memory for one more forward."""
+    if checkpointed and torch.is_grad_enabled():
+        return checkpoint(layer, *inputs, use_reentrant=False)
+    return layer(*inputs)
+
+
+def checkpoint_group(steps: int) -> int:
+    """Steps per recomputed group of a step-by-step model: about sqrt(T) groups of sqrt(T) steps keep the
+    fewest activations (the group boundaries plus one group's recomputation)."""
+    return max(1, math.isqrt(steps - 1) + 1) if steps > 1 else 1
+
+
+def set_activation_checkpointing(model: nn.Module, enabled: bool) -> None:
+    """Turn activation checkpointing on or off in every part of `model` that supports it."""
+    for module in model.modules():
+        if hasattr(module, "checkpoint_activations"):
+            module.checkpoint_activations = enabled
 
 
 class FeedForward(nn.Module):

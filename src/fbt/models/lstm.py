@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from fbt.models.config import ModelConfig
-from fbt.models.layers import init_weights
+from fbt.models.layers import checkpoint_group, init_weights
+from fbt.models.pretrained import PretrainedLM
 
 
-class LSTMLanguageModel(nn.Module):
+class LSTMLanguageModel(PretrainedLM, nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -30,10 +32,20 @@ class LSTMLanguageModel(nn.Module):
         self.lstm = nn.LSTM(D, D, config.layers, dropout=dropout, batch_first=True)
         self.head = nn.Linear(D, config.vocab_size, bias=False)
         init_weights(self, config.layers, config.init)
+        self.checkpoint_activations = False  # see layers.run_layer
 
     def forward(self, tokens: torch.Tensor, state: dict | None = None) -> tuple[torch.Tensor, dict]:
         carried = None if state is None else (state["h"], state["c"])
         if carried is not None and carried[0].shape[1] != tokens.shape[0]:
             raise ValueError(f"state batch {carried[0].shape[1]} differs from input batch {tokens.shape[0]}")
-        x, (h, c) = self.lstm(self.embed(tokens), carried)  # (B, T, D); h, c (L, B, D)
+        x = self.embed(tokens)  # (B, T, D)
+        if self.checkpoint_activations and torch.is_grad_enabled():
+            # Groups of steps, each recomputed in backward from its carried (h, c).
+            outputs = []
+            for chunk in x.split(checkpoint_group(x.shape[1]), dim=1):
+                out, carried = checkpoint(self.lstm, chunk, carried, use_reentrant=False)
+                outputs.append(out)
+            x, (h, c) = torch.cat(outputs, dim=1), carried
+        else:
+            x, (h, c) = self.lstm(x, carried)  # h, c (L, B, D)
         return self.head(x), {"h": h.detach(), "c": c.detach()}

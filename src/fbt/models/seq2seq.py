@@ -19,10 +19,11 @@ from fbt.models.config import ModelConfig
 from fbt.models.encoder import TransformerEncoder
 from fbt.models.feedback_decoder import FeedbackDecoder
 from fbt.models.layers import init_position_keys, init_weights
+from fbt.models.pretrained import PretrainedSeq2Seq
 from fbt.models.transformer_decoder import TransformerDecoder
 
 
-class Seq2Seq(nn.Module):
+class Seq2Seq(PretrainedSeq2Seq, nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config

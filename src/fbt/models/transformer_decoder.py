@@ -18,7 +18,7 @@ from torch import nn
 from fbt.errors import FbtError
 from fbt.models.config import ModelConfig
 from fbt.models.gpt import GPTLayer
-from fbt.models.layers import CrossAttention, source_state
+from fbt.models.layers import CrossAttention, run_layer, source_state
 
 
 class TransformerDecoderLayer(GPTLayer):
@@ -39,6 +39,7 @@ class TransformerDecoder(nn.Module):
         self.config = config
         self.pos_embed = nn.Embedding(config.context, config.dim)
         self.layers = nn.ModuleList(TransformerDecoderLayer(config) for _ in range(config.layers))
+        self.checkpoint_activations = False  # see layers.run_layer
         self.norm_out = nn.LayerNorm(config.dim)
 
     def start(self, encoded: torch.Tensor, source_visible: torch.Tensor) -> dict:
@@ -57,8 +58,8 @@ class TransformerDecoder(nn.Module):
         visible = torch.ones(T, n + T, dtype=torch.bool, device=embedded.device).tril(diagonal=n)
         keys, values = [], []
         for index, layer in enumerate(self.layers):
-            x, layer_k, layer_v = layer(
-                x, state["keys"][:, index], state["values"][:, index], visible,
+            x, layer_k, layer_v = run_layer(
+                layer, self.checkpoint_activations, x, state["keys"][:, index], state["values"][:, index], visible,
                 state["cross_keys"][:, index], state["cross_values"][:, index], state["source_visible"],
             )  # fmt: skip
             keys.append(layer_k)

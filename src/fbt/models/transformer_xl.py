@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from fbt.models.config import ModelConfig
-from fbt.models.layers import FeedForward, init_position_keys, init_weights
+from fbt.models.layers import FeedForward, init_position_keys, init_weights, run_layer
+from fbt.models.pretrained import PretrainedLM
 
 
 class XLLayer(nn.Module):
@@ -103,7 +104,7 @@ def attention_layout(
     return (S - distance).clamp(0, S), masked
 
 
-class TransformerXL(nn.Module):
+class TransformerXL(PretrainedLM, nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -116,6 +117,7 @@ class TransformerXL(nn.Module):
         self.head = nn.Linear(D, config.vocab_size, bias=False)
         init_weights(self, config.layers, config.init)
         init_position_keys(self.pos_keys, config.init)
+        self.checkpoint_activations = False  # see layers.run_layer
 
     def start_state(self, state: dict | None, batch: int, like: torch.Tensor) -> dict:
         """The carried state with keys/values valid for the current weights."""
@@ -146,7 +148,9 @@ class TransformerXL(nn.Module):
             # Keep the last S inputs of this layer (cache first, then the segment) for the next forward.
             hidden.append(torch.cat([start["hidden"][index], x], dim=1)[:, -S:])
             past_k, past_v = start["keys"][index], start["values"][index]
-            x, layer_k, layer_v = layer(x, past_k, past_v, self.pos_keys, rel_index, masked)
+            x, layer_k, layer_v = run_layer(
+                layer, self.checkpoint_activations, x, past_k, past_v, self.pos_keys, rel_index, masked
+            )
             keys.append(layer_k[:, :, -S:])
             values.append(layer_v[:, :, -S:])
         logits = self.head(self.norm_out(x))  # (B, T, V)

@@ -45,6 +45,21 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(handle.name, path)
 
 
+def save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """A safetensors file written whole or not at all: into a temporary file, flushed, renamed into place."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
+    try:
+        save_file(_contiguous(tensors), temporary)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def read_json(path: Path) -> dict:
     try:
         with open(path) as handle:

@@ -26,6 +26,7 @@ from fbt.data.code_exec import IGNORE_INDEX
 from fbt.data.streams import SegmentStream
 from fbt.data.tokenizer import TOKENIZER_FILE
 from fbt.errors import FbtError
+from fbt.models.layers import set_activation_checkpointing
 from fbt.tasks import Task
 from fbt.training import checkpoint, state_io
 from fbt.training.config import TrainConfig
@@ -74,7 +75,7 @@ class Trainer:
         self.state: dict | None = None  # this rank's rows of the streams' state, detached by the model
         self.ranks = Ranks.current()
         self.log = MetricsLog(self.run_dir / "metrics.csv", config.tensorboard, active=self.ranks.main)
-        model.checkpoint_activations = config.checkpoint_activations
+        set_activation_checkpointing(model, config.checkpoint_activations)
         if config.compile:
             model.compile()  # in place: the state_dict keys stay those of the plain model
         self.net = model  # what runs the forward: the model, or its DDP wrapper under torchrun
