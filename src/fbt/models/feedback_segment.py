@@ -668,6 +668,7 @@ class FeedbackSegment(torch.autograd.Function):
         return (None, *ctx.segment.backward(d_top, d_memories, d_keys, d_values))
 
 
+@torch.compiler.disable  # a hand-scheduled loop with its own backward: torch.compile traces around it
 def feedback_segment(spec, embedded, keys, values, pos_keys, mix_logits, weights):
     """Runs one segment's recurrence (see FeedbackSegment); saves nothing when no gradient is needed."""
     tensors = (embedded, keys, values, pos_keys, mix_logits, *weights)
@@ -679,6 +680,7 @@ def feedback_segment(spec, embedded, keys, values, pos_keys, mix_logits, weights
         return segment.outputs()
 
 
+@torch.compiler.disable
 def segment_in_groups(spec, embedded, keys, values, pos_keys, mix_logits, weights):
     """feedback_segment over consecutive groups of steps, each recomputed in backward (activation
     checkpointing): the forward keeps only each group's inputs, and backward re-runs one group at a time with
@@ -731,9 +733,13 @@ def fast_forward(model, tokens: torch.Tensor, state: dict | None = None):
     )
     mix_logits = model.memory_weights if cfg.memory == "all" else None
     run = segment_in_groups if model.checkpoint_activations and torch.is_grad_enabled() else feedback_segment
-    top, memories, keys, values = run(
-        spec, embedded, start["keys"], start["values"], model.pos_keys, mix_logits, segment_weights(model)
-    )
+    # Under autocast (--precision bf16) the recurrence still runs in fp32: its buffers and hand-written backward
+    # are fp32; the embedding, the carried memory's keys/values and the output head follow autocast.
+    with torch.autocast(embedded.device.type, enabled=False):
+        top, memories, keys, values = run(
+            spec, embedded.float(), start["keys"].float(), start["values"].float(), model.pos_keys, mix_logits,
+            segment_weights(model),
+        )  # fmt: skip
     logits = model.head(model.norm_out(top))  # (B, T, V), in parallel over time
     with torch.no_grad():  # the carried state is detached
         S = cfg.span
