@@ -15,10 +15,11 @@ from safetensors.torch import load_file, save_file
 
 from fbt import api
 from fbt.models import ModelConfig
+from fbt.presets import SHAKESPEARE
 from fbt.training.config import TrainConfig
 from fbt.training.distributed import Ranks, share
 
-CORPUS = Path(__file__).resolve().parent.parent / "src" / "fbt" / "corpora" / "tinyshakespeare.txt"
+CORPUS = SHAKESPEARE
 FAMILIES = ("feedback", "transformer-xl", "gpt", "lstm")
 SIZES = ["--dim", "32", "--layers", "2", "--heads", "2", "--ff", "64", "--span", "8", "--batch", "4",
          "--segment", "16", "--warmup", "0", "--log-every", "1", "--eval-every", "3", "--eval-tokens", "512",

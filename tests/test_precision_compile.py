@@ -9,9 +9,9 @@ import torch.nn.functional as F
 
 from fbt import api
 from fbt.models import ModelConfig, build_model
+from fbt.presets import SHAKESPEARE as CORPUS
 from fbt.training.checkpoint import find_checkpoint, load_tensors
 from fbt.training.config import TrainConfig
-from test_distributed import CORPUS
 
 FAMILIES = ("feedback", "transformer-xl", "gpt", "lstm")
 SIZES = dict(dim=64, layers=2, heads=2, ff=128, span=8, context=32, vocab_size=50)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fbt.cli import main
-from test_distributed import CORPUS
+from fbt.presets import SHAKESPEARE as CORPUS
 
 TINY = ["train", "--model", "feedback", "--dim", "32", "--layers", "2", "--heads", "2", "--ff", "64", "--span", "8",
         "--batch", "4", "--segment", "16", "--warmup", "0", "--log-every", "1", "--eval-every", "0",
