@@ -116,3 +116,30 @@ def test_rank_slices():
     assert [share(5, 2, i) for i in range(2)] == [slice(0, 3), slice(3, 5)]
     with pytest.raises(Exception, match="cannot be split evenly over 3 ranks"):
         Ranks(0, 3).rows(8)
+
+
+def rl_worker(rank: int, world: int, init_file: str, root: str) -> None:
+    from fbt.rl.train import RLConfig, RLTrainer
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        config = RLConfig(env="MiniGrid-MemoryS7-v0", policy="feedback", frames=256, envs=4, dim=16, layers=1,
+                          heads=2, ff=32, span=8, steps=32, bptt=16, epochs=1, minibatches=2)  # fmt: skip
+        trainer = RLTrainer.start(config, Path(root) / "run", torch.device("cpu"))
+        result = trainer.fit(progress=False)
+        save_file(dict(trainer.policy.state_dict()), str(Path(root) / f"rank{rank}.safetensors"))
+        (Path(root) / f"result{rank}").write_text(str(result["frames"]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_rl_ranks_act_in_their_own_environments_and_stay_in_step(tmp_path):
+    mp.spawn(rl_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    weights = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(2)]
+    for name, tensor in weights[0].items():  # DDP averaged the gradients: both ranks made the same updates
+        torch.testing.assert_close(weights[1][name], tensor, rtol=0, atol=0, msg=name)
+    assert (tmp_path / "result0").read_text() == "256"  # frames count both ranks' environments
+    with open(tmp_path / "run" / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["frames"]) for row in rows] == [128, 256]  # one log, written by rank 0

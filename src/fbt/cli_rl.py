@@ -90,9 +90,12 @@ def run_rl_command(args: argparse.Namespace, print_result) -> None:
 
     if args.rl_command == "train":
         from fbt.rl.train import RLConfig, RLTrainer
+        from fbt.training import distributed
 
         settings = {name: getattr(args, name) for name in RL_FLAGS if getattr(args, name) is not None}
-        device = resolve_device(args.device)
+        # Under torchrun: data-parallel PPO, each rank with envs / N environments; rank 0 reports.
+        device = distributed.start(args.device) if distributed.launched_by_torchrun() else resolve_device(args.device)
+        progress = not args.no_progress and distributed.Ranks.current().main
         if args.resume:
             changed = sorted(set(settings) - {"frames"})
             if changed:
@@ -101,13 +104,16 @@ def run_rl_command(args: argparse.Namespace, print_result) -> None:
             trainer = RLTrainer.resume(args.out, device, settings.get("frames"))
         else:
             trainer = RLTrainer.start(RLConfig(**settings), args.out, device)
-        if not args.no_progress:
+        if progress:
             cfg = trainer.config
             print(f"fbt rl: {cfg.policy} policy ({sum(p.numel() for p in trainer.policy.parameters()):,} parameters) "
                   f"on {cfg.env}, {cfg.envs} environments, {cfg.frames:,} frames, PPO updates of "
                   f"{cfg.frames_per_update:,} frames -> {args.out}", file=sys.stderr)  # fmt: skip
-        print_result({"run": args.out, **trainer.fit(progress=not args.no_progress)}, args.json)
-        if not args.no_progress:
+        result = trainer.fit(progress=progress)
+        if not distributed.Ranks.current().main:
+            return
+        print_result({"run": args.out, **result}, args.json)
+        if progress:
             print(f"next:\n  fbt rl eval {args.out} --episodes 200\n  fbt rl render {args.out} --out "
                   f"{args.out}/episode.gif", file=sys.stderr)  # fmt: skip
     elif args.rl_command == "eval":

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from fbt.errors import FbtError
@@ -24,6 +25,7 @@ from fbt.rl.envs import check_env_id, make_env, make_vector_env, success_return
 from fbt.rl.policies import POLICY_NAMES, Policy, core_config
 from fbt.rl.ppo import Actor, EpisodeTracker, PPOSettings, update
 from fbt.training import checkpoint
+from fbt.training.distributed import Ranks
 from fbt.training.interrupt import stop_on_signals
 from fbt.training.state_io import RNG, optimizer_from_flat, optimizer_to_flat
 
@@ -131,17 +133,28 @@ class RLTrainer:
     def __init__(self, config: RLConfig, out: str | Path, device: torch.device, resume: bool = False):
         self.config, self.out, self.device = config, Path(out), device
         check_env_id(config.env)
+        # Under torchrun each rank steps envs / N of the environments and DDP averages the PPO gradients.
+        self.ranks = Ranks.current()
+        local_envs = self.ranks.rows(config.envs).stop - self.ranks.rows(config.envs).start
+        if config.minibatches > local_envs * (config.steps // config.bptt):
+            raise FbtError(f"each of {self.ranks.world} ranks holds {local_envs * (config.steps // config.bptt)} "
+                           f"sequences per update, too few for {config.minibatches} minibatches")  # fmt: skip
         torch.manual_seed(config.seed)
         self.policy = build_policy(config).to(device)
+        self.learner = self.policy if self.ranks.world == 1 else DistributedDataParallel(
+            self.policy, device_ids=[device] if device.type == "cuda" else None)  # fmt: skip
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
         self.generator = torch.Generator().manual_seed(config.seed)  # minibatch order
         self.update_index, self.elapsed = 0, 0.0
         if resume:
             self.load(checkpoint.find_checkpoint(self.out))
-        self.tracker = EpisodeTracker(config.envs, success_return(make_env(config.env)))
-        # A resumed run starts new episodes, seeded apart from those of the first start.
-        env_seed = config.seed * 1_000_003 + self.update_index
-        self.envs = make_vector_env(config.env, config.envs, env_seed)
+        if self.ranks.rank:  # other ranks sample other actions
+            torch.manual_seed(config.seed * 1_000_003 + self.update_index + 7_919 * self.ranks.rank)
+        self.tracker = EpisodeTracker(local_envs, success_return(make_env(config.env)))
+        # A resumed run starts new episodes, seeded apart from those of the first start; rank r's environments
+        # are those the global run numbers r·envs/N onwards.
+        env_seed = config.seed * 1_000_003 + self.update_index + self.ranks.rows(config.envs).start
+        self.envs = make_vector_env(config.env, local_envs, env_seed)
 
     @classmethod
     def start(cls, config: RLConfig, out: str | Path, device: torch.device) -> RLTrainer:
@@ -149,9 +162,11 @@ class RLTrainer:
         if checkpoint.has_checkpoint(out):
             raise FbtError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         trainer = cls(config, out, device)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.csv").unlink(missing_ok=True)  # left by a start that stopped before its first save
-        checkpoint.write_json_atomic(out / "config.json", {"rl": config.to_dict()})
+        if trainer.ranks.main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "metrics.csv").unlink(missing_ok=True)  # left by a start that stopped before its first save
+            checkpoint.write_json_atomic(out / "config.json", {"rl": config.to_dict()})
+        trainer.ranks.barrier()
         return trainer
 
     @classmethod
@@ -162,14 +177,17 @@ class RLTrainer:
         config = read_rl_config(out)
         if frames is not None and frames != config.frames:
             config = dataclasses.replace(config, frames=frames)
-            checkpoint.write_json_atomic(out / "config.json", {"rl": config.to_dict()})
+            if Ranks.current().main:
+                checkpoint.write_json_atomic(out / "config.json", {"rl": config.to_dict()})
         return cls(config, out, device, resume=True)
 
     @property
     def frames(self) -> int:
         return self.update_index * self.config.frames_per_update
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        if not self.ranks.main:
+            return None
         weights = self.policy.state_dict()
         if not all(torch.isfinite(w).all() for w in weights.values()):
             raise FbtError("the policy's weights are not finite: no checkpoint written")
@@ -193,6 +211,8 @@ class RLTrainer:
         self.update_index, self.elapsed = int(info["update"]), float(info["elapsed_s"])
 
     def log(self, row: dict) -> None:
+        if not self.ranks.main:
+            return
         path = self.out / "metrics.csv"
         new = not path.exists()
         with open(path, "a", newline="") as handle:
@@ -207,20 +227,22 @@ class RLTrainer:
         actor = Actor(self.policy, self.envs, self.device, self.tracker)
         recent: deque = deque(maxlen=200)  # the last episodes, for the progress bar and the result
         bar = tqdm(total=total * cfg.frames_per_update, initial=self.frames, unit="frame", unit_scale=True,
-                   disable=not progress, dynamic_ncols=True)  # fmt: skip
+                   disable=not (progress and self.ranks.main), dynamic_ncols=True)  # fmt: skip
         settings = cfg.ppo()
         with stop_on_signals() as stop:
-            while self.update_index < total and not stop.requested:
+            while self.update_index < total and not self.ranks.any(stop.requested):
                 began = time.perf_counter()
                 self.policy.eval()  # the cores have no dropout; eval marks acting
                 rollout = actor.collect(settings)
                 self.policy.train()
-                stats = update(self.policy, self.optimizer, rollout, settings, self.generator)
+                stats = update(self.learner, self.optimizer, rollout, settings, self.generator)
+                stats = dict(zip(stats, (v / self.ranks.world for v in self.ranks.sum(list(stats.values()))),
+                                 strict=True))  # fmt: skip
                 seconds = time.perf_counter() - began
                 self.elapsed += seconds
                 self.update_index += 1
                 finished = list(self.tracker.finished)
-                episodes = self.tracker.drain()
+                episodes = self.episodes_of_all_ranks(self.tracker.drain())
                 recent.extend(finished)
                 self.log({"update": self.update_index, "frames": self.frames, "elapsed_s": self.elapsed,
                           "frames_per_s": cfg.frames_per_update / seconds, **episodes, **stats})  # fmt: skip
@@ -236,6 +258,20 @@ class RLTrainer:
         if stop.requested:
             result["stopped"] = "by signal; continue with --resume"
         return result
+
+    def episodes_of_all_ranks(self, episodes: dict) -> dict:
+        """The episode means of an update over every rank's environments (weighted by episodes)."""
+        if self.ranks.world == 1:
+            return episodes
+        count = episodes["episodes"]
+        names = ("success_rate", "mean_return", "mean_length")
+        sums = self.ranks.sum([count, *(count * episodes.get(name, 0.0) for name in names)])
+        if not sums[0]:
+            return {"episodes": 0}
+        return {
+            "episodes": int(sums[0]),
+            **{name: total / sums[0] for name, total in zip(names, sums[1:], strict=True)},
+        }
 
     def recent_stats(self, recent: deque) -> dict:
         if not recent:

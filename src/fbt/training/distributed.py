@@ -73,7 +73,9 @@ class Ranks:
         """This rank's rows of a global batch of `batch` rows: equal shares of streams, or (even=False, for
         batches of sentences) shares that differ by at most one."""
         if even and batch % self.world:
-            raise FbtError(f"--batch {batch} streams cannot be split evenly over {self.world} ranks")
+            raise FbtError(
+                f"{batch} streams or environments (--batch, --envs) cannot be split evenly over {self.world} ranks"
+            )
         if batch < self.world:
             raise FbtError(f"a batch of {batch} rows cannot give each of {self.world} ranks one")
         return share(batch, self.world, self.rank)
