@@ -12,9 +12,9 @@ BASE = dict(dim=16, layers=2, heads=2, ff=32, span=8, context=16, vocab_size=32)
 
 
 def test_model_specs_override_the_shared_sizes():
-    label, config = parse_model_spec("transformer-xl:layers=3,dim=32", BASE)
+    label, config, _ = parse_model_spec("transformer-xl:layers=3,dim=32", BASE)
     assert (label, config.layers, config.dim, config.span) == ("transformer-xl L3", 3, 32, 8)
-    _, per_layer = parse_model_spec("feedback:kv=per-layer", BASE)
+    _, per_layer, _ = parse_model_spec("feedback:kv=per-layer", BASE)
     assert not per_layer.shared_kv
     with pytest.raises(FbtError, match="unknown model setting"):
         parse_model_spec("feedback:colour=red", BASE)
@@ -23,7 +23,7 @@ def test_model_specs_override_the_shared_sizes():
 
 
 def test_flops_count_matches_a_hand_count():
-    _, config = parse_model_spec("feedback", {**BASE, "dim": 4, "ff": 8, "span": 3, "layers": 1, "vocab_size": 5})
+    _, config, _ = parse_model_spec("feedback", {**BASE, "dim": 4, "ff": 8, "span": 3, "layers": 1, "vocab_size": 5})
     # q, out: 2 * 2*4*4; ffn: 2 * 2*4*8; scores, positions, values: 3 * 2*3*4; shared K/V: 2 * 2*4*4; head 2*4*5
     assert forward_flops_per_token(config) == 64 + 128 + 72 + 64 + 40
 

@@ -7,23 +7,42 @@ a fresh process per model: the growth of its peak resident set over a process th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 
 from fbt.errors import FbtError
 from fbt.models import ModelConfig, build_model, state_nbytes
+from fbt.models.layers import set_activation_checkpointing
+from fbt.training.config import PRECISIONS
 
 
-def parse_model_spec(spec: str, base: dict) -> tuple[str, ModelConfig]:
-    """'transformer-xl:layers=8,dim=256' -> (label, config): the shared sizes with per-model overrides."""
+@dataclass(frozen=True)
+class StepOptions:
+    """How a training step runs, as `fbt train` flags: activation checkpointing, bf16 autocast, model.compile()."""
+
+    checkpoint: bool = False
+    precision: str = "fp32"
+    compile: bool = False
+
+    def label(self) -> str:
+        parts = ["checkpointed"] * self.checkpoint + ["bf16"] * (self.precision == "bf16") + ["compiled"] * self.compile
+        return "".join(f" {part}" for part in parts)
+
+
+def parse_model_spec(spec: str, base: dict) -> tuple[str, ModelConfig, StepOptions]:
+    """'transformer-xl:layers=8,dim=256' -> (label, config, options): the shared sizes with per-model overrides;
+    `checkpoint=1`, `precision=bf16` and `compile=1` set how its steps run."""
     name, _, overrides = spec.partition(":")
     values = {**base, "model": name}
+    options: dict = {}
     for item in filter(None, overrides.split(",")):
         key, sep, raw = item.partition("=")
         if not sep:
@@ -31,6 +50,14 @@ def parse_model_spec(spec: str, base: dict) -> tuple[str, ModelConfig]:
         key = key.replace("-", "_")
         if key == "kv":
             values["shared_kv"] = raw == "shared"
+            continue
+        if key in ("checkpoint", "compile"):
+            options[key] = raw in ("1", "true", "True")
+            continue
+        if key == "precision":
+            if raw not in PRECISIONS:
+                raise FbtError(f"unknown precision {raw!r} in {spec!r}; choose one of {', '.join(PRECISIONS)}")
+            options[key] = raw
             continue
         if key not in ModelConfig.__dataclass_fields__:
             raise FbtError(f"unknown model setting {key!r} in {spec!r}")
@@ -40,7 +67,8 @@ def parse_model_spec(spec: str, base: dict) -> tuple[str, ModelConfig]:
     label = f"{config.model} L{config.layers}" + (
         "" if config.shared_kv or config.model != "feedback" else " per-layer-kv"
     )
-    return label, config
+    step_options = StepOptions(**options)
+    return label + step_options.label(), config, step_options
 
 
 def forward_flops_per_token(config: ModelConfig) -> int:
@@ -86,16 +114,23 @@ def measure_matmul_peak(device: torch.device, seconds: float = 1.0) -> float:
 class TrainProbe:
     """Random-token training segments with the state carried, as `fbt train` runs them."""
 
-    def __init__(self, config: ModelConfig, batch: int, segment: int, seed: int = 0, device: str = "cpu"):
+    def __init__(self, config: ModelConfig, batch: int, segment: int, seed: int = 0, device: str = "cpu",
+                 options: StepOptions = StepOptions()):  # fmt: skip
         torch.manual_seed(seed)
         self.device = torch.device(device)
         self.model = build_model(config).to(self.device).train()
+        set_activation_checkpointing(self.model, options.checkpoint)
+        if options.compile:
+            self.model.compile()
+        self.options = options
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
         self.tokens = torch.randint(0, config.vocab_size, (batch, segment + 1), device=self.device)
         self.state = None
 
     def step(self) -> None:
-        logits, self.state = self.model(self.tokens[:, :-1], self.state)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.options.precision == "bf16"):
+            logits, self.state = self.model(self.tokens[:, :-1], self.state)
+        logits = logits.float()
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), self.tokens[:, 1:].flatten())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -132,30 +167,33 @@ def resident_mb() -> tuple[float, float]:
         return peak, peak
 
 
-def peak_memory_mb(config: ModelConfig, batch: int, segment: int, threads: int, device: torch.device) -> float:
+def peak_memory_mb(config: ModelConfig, batch: int, segment: int, threads: int, device: torch.device,
+                   options: StepOptions = StepOptions()) -> float:  # fmt: skip
     """Peak memory of training once the carried state is full (weights included): resident memory of a fresh
     process on CPU, allocated GPU memory on CUDA."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        probe = TrainProbe(config, batch, segment, device=str(device))
+        probe = TrainProbe(config, batch, segment, device=str(device), options=options)
         for _ in range(max(2, -(-config_span(probe) // segment) + 1)):
             probe.step()
         synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     code = (
         "import json, sys, torch\n"
-        "from fbt.bench import TrainProbe, resident_mb\n"
+        "from fbt.bench import StepOptions, TrainProbe, resident_mb\n"
         "from fbt.models import ModelConfig\n"
         f"torch.set_num_threads({threads})\n"
         "base, _ = resident_mb()\n"
-        f"probe = TrainProbe(ModelConfig.from_dict(json.loads(sys.argv[1])), {batch}, {segment})\n"
+        f"probe = TrainProbe(ModelConfig.from_dict(json.loads(sys.argv[1])), {batch}, {segment},\n"
+        f"                   options=StepOptions(**json.loads(sys.argv[2])))\n"
         f"steps = {max(2, -(-config.span // segment) + 1)}  # until the carried memory is full\n"
         "for _ in range(steps): probe.step()\n"
         "print(resident_mb()[1] - base)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(config.to_dict())], capture_output=True, text=True)
+    arguments = [json.dumps(config.to_dict()), json.dumps(dataclasses.asdict(options))]
+    done = subprocess.run([sys.executable, "-c", code, *arguments], capture_output=True, text=True)
     if done.returncode != 0:
         raise FbtError(
             f"memory probe failed: {done.stderr.strip().splitlines()[-1] if done.stderr else done.returncode}"
@@ -181,7 +219,7 @@ def run_bench(
     target = torch.device(device)
     labelled = [parse_model_spec(spec, base) for spec in specs]
     peak = measure_matmul_peak(target)
-    probes = [TrainProbe(config, batch, segment, device=device) for _, config in labelled]
+    probes = [TrainProbe(config, batch, segment, device=device, options=options) for _, config, options in labelled]
     for probe in probes:  # warm-up: first-touch allocations and the carried state reach steady size
         for _ in range(max(2, -(-config_span(probe) // segment))):
             probe.step()
@@ -196,7 +234,7 @@ def run_bench(
             times[index].append((time.perf_counter() - start) / steps)
         progress(f"training repetition {repeat + 1}/{repeats} done")
     results = []
-    for (label, config), probe, seconds in zip(labelled, probes, times, strict=True):
+    for (label, config, options), probe, seconds in zip(labelled, probes, times, strict=True):
         tokens_per_s = batch * segment / statistics.median(seconds)
         flops = 3 * forward_flops_per_token(config)  # forward + backward (twice the forward)
         entry = {
@@ -217,7 +255,7 @@ def run_bench(
             entry["decode_tokens_per_s"][str(decode_batch)] = round(statistics.median(rates), 1)
             entry["state_bytes_per_token"] = nbytes // (decode_batch * max(1, config_span(probe)))
         if memory:
-            entry["peak_memory_mb"] = round(peak_memory_mb(config, batch, segment, threads, target), 1)
+            entry["peak_memory_mb"] = round(peak_memory_mb(config, batch, segment, threads, target, options), 1)
         progress(f"{label}: measured")
         results.append(entry)
     return {

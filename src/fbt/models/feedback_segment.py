@@ -733,12 +733,13 @@ def fast_forward(model, tokens: torch.Tensor, state: dict | None = None):
     )
     mix_logits = model.memory_weights if cfg.memory == "all" else None
     run = segment_in_groups if model.checkpoint_activations and torch.is_grad_enabled() else feedback_segment
-    # Under autocast (--precision bf16) the recurrence still runs in fp32: its buffers and hand-written backward
-    # are fp32; the embedding, the carried memory's keys/values and the output head follow autocast.
+    # Under autocast (--precision bf16) the recurrence still runs in the weights' fp32: its buffers and
+    # hand-written backward are fp32; the embedding, the carried memory's K/V and the output head follow autocast.
+    dtype = model.pos_keys.dtype  # the weights' (fp32 under autocast; float64 for gradient checks)
     with torch.autocast(embedded.device.type, enabled=False):
         top, memories, keys, values = run(
-            spec, embedded.float(), start["keys"].float(), start["values"].float(), model.pos_keys, mix_logits,
-            segment_weights(model),
+            spec, embedded.to(dtype), start["keys"].to(dtype), start["values"].to(dtype), model.pos_keys,
+            mix_logits, segment_weights(model),
         )  # fmt: skip
     logits = model.head(model.norm_out(top))  # (B, T, V), in parallel over time
     with torch.no_grad():  # the carried state is detached

@@ -54,10 +54,12 @@ def describe(trainer: Trainer) -> str:
     schedule += f"cosine to 0 at step {cfg.steps}" if cfg.schedule == "cosine" else "then constant"
     schedule += f", clip {cfg.clip:g}" if cfg.clip else ", no clipping"
     budget = f", at most {cfg.time_budget:g} s in this call" if cfg.time_budget else ""
+    ranks = trainer.ranks.world
+    device = f"{trainer.device}{threads}" + (f", x {ranks} data-parallel ranks (DDP)" if ranks > 1 else "")
     lines = [
         ("run", f"{trainer.run_dir} ({start}, {cfg.steps} steps{budget})"),
         ("model", f"{model_line(trainer.run_config['model'])}: {parameters:,} parameters"),
-        ("device", f"{trainer.device}{threads}"),
+        ("device", device),
         (
             "data",
             f"{cfg.data} ({cfg.task}): {format_count(train.tokens)} train tokens, "
@@ -69,6 +71,12 @@ def describe(trainer: Trainer) -> str:
     if trainer.task.tokenizer is not None:
         origin = cfg.tokenizer or "trained on the train split"
         lines.insert(4, ("tokenizer", f"byte-level BPE, {trainer.task.vocab_size:,} ids ({origin})"))
+    steps_run = [f"{cfg.accumulate} micro-batches per rank"] * (cfg.accumulate > 1) + ["bf16 autocast"] * (
+        cfg.precision == "bf16"
+    )
+    steps_run += ["compiled"] * cfg.compile + ["activation checkpointing"] * cfg.checkpoint_activations
+    if steps_run:
+        lines.append(("steps", ", ".join(steps_run)))
     if cfg.curriculum:
         lines.append(("curriculum", f"{cfg.curriculum} first, then {cfg.data}"))
     return "\n".join(f"{name:>10}  {text}" for name, text in lines)
