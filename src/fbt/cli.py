@@ -237,6 +237,10 @@ def run_command(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.command == "bench":
         run_bench_command(args)
+    elif args.command == "analyze":
+        from fbt.analysis.cli import run_analyze_command
+
+        run_analyze_command(args)
     elif args.command == "rl":
         from fbt.cli_rl import run_rl_command
 

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 
 import fbt
+from fbt.analysis.cli import add_analyze_parser
 from fbt.cli_rl import add_rl_parser
 from fbt.data.code_exec import OFFICIAL_WEIGHTS
 from fbt.data.splits import SPLITS
@@ -319,7 +320,8 @@ def add_bench_parser(commands) -> None:
     )
     bench.add_argument(
         "--models", nargs="+", default=["feedback", "transformer-xl:layers=8"],
-        help="NAME[:key=value,...] per model, e.g. feedback transformer-xl:layers=8 feedback:kv=per-layer",
+        help="NAME[:key=value,...] per model, e.g. feedback transformer-xl:layers=8 feedback:kv=per-layer; "
+        "checkpoint=1, precision=bf16 and compile=1 run its steps as the fbt train flags do",
     )  # fmt: skip
     bench.add_argument("--dim", type=int, default=256, help="residual width")
     bench.add_argument("--layers", type=int, default=4, help="blocks")
@@ -351,4 +353,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_experiment_parser(commands)
     add_bench_parser(commands)
     add_rl_parser(commands, OneLineParser, DefaultsShown)
+    add_analyze_parser(commands, OneLineParser, DefaultsShown)
     return parser

@@ -148,6 +148,8 @@ class FeedbackTransformer(FeedbackMemory, PretrainedLM, nn.Module):
         # against. Same logits, state and gradients up to float rounding.
         self.fast = True
         self.checkpoint_activations = False  # fast path only: recompute groups of steps in backward
+        # Reference path only: called as probe(t, m_t) -> m_t for each new memory (fbt analyze memory).
+        self.memory_probe = None
 
     def start_state(self, state: dict | None, batch: int, like: torch.Tensor) -> dict:
         """The carried state with keys/values valid for the current weights."""
@@ -197,6 +199,8 @@ class FeedbackTransformer(FeedbackMemory, PretrainedLM, nn.Module):
                 x = layer(x, layer_k, layer_v, pos)
                 states.append(x)
             memory = self.mix_memory(states)  # (B, D)
+            if self.memory_probe is not None:
+                memory = self.memory_probe(t, memory)
             window_k, window_v = self.push_memory(window_k, window_v, memory)
             memories.append(memory)
             tops.append(x)
