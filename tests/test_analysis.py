@@ -170,3 +170,10 @@ def test_bad_input_is_one_line(argv, message, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("family", ["gpt", "lstm"])
+def test_forward_mode_runs_through_attention_and_lstm_kernels(family, capsys):
+    # Their default CPU kernels (flash attention, oneDNN LSTM) have no forward-mode derivative.
+    assert main(["analyze", "hessian", "--model", family, "--samples", "2", "--lanczos-steps", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["top_eigenvalues"]

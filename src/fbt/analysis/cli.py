@@ -81,6 +81,22 @@ def subjects(args: argparse.Namespace, dtype: torch.dtype = torch.float32) -> li
 
 
 def run_analyze_command(args: argparse.Namespace) -> None:
+    from fbt.analysis.common import forward_mode_kernels
+
+    with forward_mode_kernels():
+        report, module = analysis_report(args)
+    if args.json:
+        print(json.dumps(report))
+    elif args.analysis == "memory":
+        print("\n".join(module.format_report(r) for r in report["models"]))
+    else:
+        print(module.format_report(report))
+    if args.plot:
+        print(f"wrote {args.plot}", file=sys.stderr)
+
+
+def analysis_report(args: argparse.Namespace):
+    """(the report, its module): the analysis run and its figure written."""
     if args.analysis == "gradcheck":
         from fbt.analysis import gradcheck as module
 
@@ -106,14 +122,7 @@ def run_analyze_command(args: argparse.Namespace) -> None:
         if args.plot:
             module.plot_dependence(reports, args.plot)
         report = {"models": reports}
-    if args.json:
-        print(json.dumps(report))
-    elif args.analysis == "memory":
-        print("\n".join(module.format_report(r) for r in report["models"]))
-    else:
-        print(module.format_report(report))
-    if args.plot:
-        print(f"wrote {args.plot}", file=sys.stderr)
+    return report, module
 
 
 def hessian_command(args: argparse.Namespace):

@@ -3,6 +3,7 @@ and its loss as a function of a parameter dict (for torch.func)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fbt.data.code_exec import IGNORE_INDEX
 from fbt.errors import FbtError
@@ -75,6 +77,18 @@ def reference_path(model: nn.Module) -> nn.Module:
     if hasattr(model, "fast"):
         model.fast = False
     return model
+
+
+@contextmanager
+def forward_mode_kernels():
+    """Kernels forward-mode AD can go through: PyTorch's CPU flash attention (GPT) and oneDNN LSTM have no
+    forward-mode derivative, their plain counterparts do (same results up to float rounding)."""
+    try:
+        with sdpa_kernel(SDPBackend.MATH), torch.backends.mkldnn.flags(enabled=False):
+            yield
+    except NotImplementedError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "an operation"
+        raise FbtError(f"forward-mode differentiation is not available here: {first}") from None
 
 
 def mean_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
