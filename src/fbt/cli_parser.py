@@ -185,7 +185,7 @@ def add_train_parser(commands) -> None:
     )
     compute = p.add_argument_group("how steps run (a resumed run may change these)")
     compute.add_argument(
-        "--accumulate", type=int,
+        "--accumulate", type=int, metavar="K",
         help="split each rank's streams into K micro-batches, one backward each (same update, less memory; "
         "default: 1)",
     )  # fmt: skip
