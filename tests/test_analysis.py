@@ -177,3 +177,11 @@ def test_forward_mode_runs_through_attention_and_lstm_kernels(family, capsys):
     # Their default CPU kernels (flash attention, oneDNN LSTM) have no forward-mode derivative.
     assert main(["analyze", "hessian", "--model", family, "--samples", "2", "--lanczos-steps", "3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["top_eigenvalues"]
+
+
+def test_jacobian_needs_no_run(capsys):
+    # The command as documented: `fbt analyze jacobian --json` times a fresh feedback model.
+    assert main(["analyze", "jacobian", "--json", "--repeats", "1"]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert report["model"] == "feedback"
+    assert all(row["forward_s"] > 0 and row["reverse_s"] > 0 for row in report["shapes"])

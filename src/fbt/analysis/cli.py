@@ -35,7 +35,8 @@ def add_analyze_parser(commands, parser_class, formatter) -> None:
         sub.add_argument("runs", nargs="*" if name == "memory" else "?", metavar="RUN_DIR",
                          help="run or checkpoint directory (or --model)")  # fmt: skip
         sub.add_argument("--model", choices=[m for m in MODEL_NAMES if m != "seq2seq"],
-                         help="a freshly initialised model of the size flags instead of a run")  # fmt: skip
+                         help="a freshly initialised model of the size flags instead of a run"
+                         + (" (default without a run: feedback)" if name == "jacobian" else ""))  # fmt: skip
         sizes = sub.add_argument_group("sizes with --model")
         for flag, default in (("dim", 32), ("layers", 2), ("heads", 2), ("ff", 64), ("span", 8), ("context", 32),
                               ("vocab-size", 64)):  # fmt: skip
@@ -70,6 +71,8 @@ def subjects(args: argparse.Namespace, dtype: torch.dtype = torch.float32) -> li
     from fbt.analysis.common import load_subject, require_scored
 
     runs = args.runs if isinstance(args.runs, list) else [args.runs] if args.runs else []
+    if args.analysis == "jacobian" and not runs and not args.model:
+        args.model = "feedback"  # a Jacobian needs no data: a fresh model shows the modes' costs
     if bool(runs) == bool(args.model):
         raise FbtError("give a run directory or --model NAME (not both)")
     config = model_config(args)
