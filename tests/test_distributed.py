@@ -143,3 +143,24 @@ def test_rl_ranks_act_in_their_own_environments_and_stay_in_step(tmp_path):
     with open(tmp_path / "run" / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(row["frames"]) for row in rows] == [128, 256]  # one log, written by rank 0
+
+
+def test_ctrl_c_under_torchrun_saves_once_and_one_process_resumes(tmp_path):
+    import signal
+    import time
+
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+              "fbt.cli", "train", *SIZES, "--steps", "100000", "--out", "run"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(launch, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "run" / "metrics.csv").exists():
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)  # torchrun passes it on to both ranks
+    _, err = process.communicate(timeout=120)
+    assert err.count("saving a checkpoint after this step") == 1  # rank 0 speaks for both
+    assert err.count("interrupted at step") == 1
+    step = len(train_losses(tmp_path / "run"))
+    assert step >= 1 and (tmp_path / "run" / "checkpoints" / f"step-{step:08d}").is_dir()
+    fbt(["train", "--resume", "--steps", str(step + 2), "--out", "run", "--no-progress"], 1, tmp_path)
+    assert len(train_losses(tmp_path / "run")) == step + 2

@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_command(args)
     except TrainingInterrupted as stopped:
-        print(f"fbt: {stopped}", file=sys.stderr)
+        if distributed.Ranks.current().main:  # under torchrun every rank stopped; rank 0 says so
+            print(f"fbt: {stopped}", file=sys.stderr)
         return 130
     except api.NothingToDo as nothing:
         print(f"fbt: nothing to do: {nothing}", file=sys.stderr)

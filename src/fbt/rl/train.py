@@ -229,7 +229,7 @@ class RLTrainer:
         bar = tqdm(total=total * cfg.frames_per_update, initial=self.frames, unit="frame", unit_scale=True,
                    disable=not (progress and self.ranks.main), dynamic_ncols=True)  # fmt: skip
         settings = cfg.ppo()
-        with stop_on_signals() as stop:
+        with stop_on_signals(announce=self.ranks.main) as stop:
             while self.update_index < total and not self.ranks.any(stop.requested):
                 began = time.perf_counter()
                 self.policy.eval()  # the cores have no dropout; eval marks acting

@@ -24,9 +24,10 @@ class StopRequest:
 
 
 @contextmanager
-def stop_on_signals() -> Iterator[StopRequest]:
+def stop_on_signals(announce: bool = True) -> Iterator[StopRequest]:
     """Within the block, SIGINT/SIGTERM set `request.signal` instead of raising; a second one raises
-    KeyboardInterrupt. Signal handlers can only be set from the main thread; elsewhere nothing changes."""
+    KeyboardInterrupt. Signal handlers can only be set from the main thread; elsewhere nothing changes.
+    `announce`: say so on stderr (one data-parallel rank speaks for all)."""
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield request
@@ -37,7 +38,9 @@ def stop_on_signals() -> Iterator[StopRequest]:
             raise KeyboardInterrupt
         request.signal = signum
         name = signal.Signals(signum).name
-        print(f"\nfbt: {name}: saving a checkpoint after this step (again to abort without saving)", file=sys.stderr)
+        if announce:
+            print(f"\nfbt: {name}: saving a checkpoint after this step (again to abort without saving)",
+                  file=sys.stderr)  # fmt: skip
 
     previous = {number: signal.signal(number, handle) for number in SIGNALS}
     try:

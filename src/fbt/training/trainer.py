@@ -290,7 +290,7 @@ class Trainer:
         run_start = session_start - self.elapsed
         recent: deque[float] = deque(maxlen=RECENT_STEPS)  # losses of the last scored updates
         status = "complete"
-        with stop_on_signals() as stop:
+        with stop_on_signals(announce=self.ranks.main) as stop:
             try:
                 while self.step < cfg.steps:
                     # Every rank must stop at the same step: a signal or a spent budget on one stops all.
