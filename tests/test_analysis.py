@@ -74,6 +74,10 @@ def test_hutchinson_converges_to_the_exact_trace(small):
     assert abs(many - trace) <= 4 * many_error
     assert many_error < few_error / 2  # stderr shrinks as 1/sqrt(n): sqrt(10) = 3.2, with room for noise
     assert abs(many - trace) / abs(trace) < 0.1
+    # With ±1 entries Var(zᵀHz) = 2 Σ_{i≠j} H_ij²: the reported standard error estimates its square root over √n.
+    off_diagonal = exact - torch.diag(torch.diag(exact))
+    expected_error = float((2 * off_diagonal.square().sum() / 300).sqrt())
+    assert expected_error / 1.5 < many_error < 1.5 * expected_error
 
 
 def test_lanczos_finds_the_exact_top_eigenvalues(small):

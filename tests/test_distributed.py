@@ -27,7 +27,8 @@ SIZES = ["--dim", "32", "--layers", "2", "--heads", "2", "--ff", "64", "--span",
 
 
 def tiny_configs(family: str, **train) -> tuple[ModelConfig, TrainConfig]:
-    model = ModelConfig(model=family, dim=32, layers=2, heads=2, ff=64, span=8, context=16, vocab_size=256)
+    # GPT context 24 > segment 16: its second step reads 8 tokens of the carried cache.
+    model = ModelConfig(model=family, dim=32, layers=2, heads=2, ff=64, span=8, context=24, vocab_size=256)
     run = TrainConfig(data=str(CORPUS), batch=4, segment=16, steps=3, warmup=0, clip=0.0, eval_every=0,
                       eval_tokens=256, log_every=1, save_every=100, **train)  # fmt: skip
     return model, run
