@@ -17,6 +17,7 @@ import torch
 from torch.func import grad, jvp
 
 from fbt.analysis.common import Subject, loss_function, parameters, reference_path
+from fbt.training.checkpoint import is_complete
 
 Vector = dict[str, torch.Tensor]
 
@@ -110,8 +111,6 @@ def hessian_report(subject: Subject, samples: int = 32, lanczos_steps: int = 30,
 
 def checkpoints_of(run: Path) -> list[Path]:
     """A run's complete checkpoints, oldest first."""
-    from fbt.training.checkpoint import is_complete
-
     found = sorted((Path(run) / "checkpoints").glob("step-*"))
     return [path for path in found if is_complete(path)]
 

@@ -135,7 +135,8 @@ class RLTrainer:
         check_env_id(config.env)
         # Under torchrun each rank steps envs / N of the environments and DDP averages the PPO gradients.
         self.ranks = Ranks.current()
-        local_envs = self.ranks.rows(config.envs).stop - self.ranks.rows(config.envs).start
+        mine = self.ranks.rows(config.envs)  # this rank's environments, numbered as in the global run
+        local_envs = mine.stop - mine.start
         if config.minibatches > local_envs * (config.steps // config.bptt):
             raise FbtError(f"each of {self.ranks.world} ranks holds {local_envs * (config.steps // config.bptt)} "
                            f"sequences per update, too few for {config.minibatches} minibatches")  # fmt: skip
@@ -153,7 +154,7 @@ class RLTrainer:
         self.tracker = EpisodeTracker(local_envs, success_return(make_env(config.env)))
         # A resumed run starts new episodes, seeded apart from those of the first start; rank r's environments
         # are those the global run numbers r·envs/N onwards.
-        env_seed = config.seed * 1_000_003 + self.update_index + self.ranks.rows(config.envs).start
+        env_seed = config.seed * 1_000_003 + self.update_index + mine.start
         self.envs = make_vector_env(config.env, local_envs, env_seed)
 
     @classmethod

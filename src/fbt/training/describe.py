@@ -71,10 +71,13 @@ def describe(trainer: Trainer) -> str:
     if trainer.task.tokenizer is not None:
         origin = cfg.tokenizer or "trained on the train split"
         lines.insert(4, ("tokenizer", f"byte-level BPE, {trainer.task.vocab_size:,} ids ({origin})"))
-    steps_run = [f"{cfg.accumulate} micro-batches per rank"] * (cfg.accumulate > 1) + ["bf16 autocast"] * (
-        cfg.precision == "bf16"
+    options = (
+        (cfg.accumulate > 1, f"{cfg.accumulate} micro-batches per rank"),
+        (cfg.precision == "bf16", "bf16 autocast"),
+        (cfg.compile, "compiled"),
+        (cfg.checkpoint_activations, "activation checkpointing"),
     )
-    steps_run += ["compiled"] * cfg.compile + ["activation checkpointing"] * cfg.checkpoint_activations
+    steps_run = [text for chosen, text in options if chosen]
     if steps_run:
         lines.append(("steps", ", ".join(steps_run)))
     if cfg.curriculum:

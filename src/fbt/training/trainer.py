@@ -80,10 +80,11 @@ class Trainer:
             model.compile()  # in place: the state_dict keys stay those of the plain model
         self.net = model  # what runs the forward: the model, or its DDP wrapper under torchrun
         if self.ranks.world > 1:
-            if config.task != "translation" and (config.batch // self.ranks.world) % config.accumulate:
-                raise FbtError(f"each of {self.ranks.world} ranks holds {config.batch // self.ranks.world} streams, "
-                               f"which --accumulate {config.accumulate} cannot split evenly")  # fmt: skip
-            self.ranks.rows(config.batch)  # checks that the streams split evenly over the ranks
+            if config.task != "translation":  # streams must split evenly over ranks, then micro-batches
+                share = self.ranks.rows(config.batch)
+                if (share.stop - share.start) % config.accumulate:
+                    raise FbtError(f"each of {self.ranks.world} ranks holds {share.stop - share.start} streams, "
+                                   f"which --accumulate {config.accumulate} cannot split evenly")  # fmt: skip
             self.net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
     @property
@@ -104,7 +105,7 @@ class Trainer:
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise NonFiniteError(f"refusing to save step {self.step}: weight {name} is not finite")
         # Collectives first: every rank takes part, then only rank 0 writes.
-        global_state = gather_state(self.ranks, self.task_model, self.state)
+        global_state = gather_state(self.ranks, self.family, self.state)
         rng = self.gather_rng()
         if not self.ranks.main:
             self.saved_step = self.step
@@ -161,20 +162,22 @@ class Trainer:
             last = self.step - 1
             self.anchor = (last, learning_rate(last, old, self.anchor) / self.config.lr)
         global_state = state_io.stream_state_from_flat(tensors, self.device)
-        self.state = state_rows(self.task_model, global_state, self.ranks.rows(self.config.batch))
+        if global_state is not None:  # translation carries none
+            self.state = state_rows(self.family, global_state, self.ranks.rows(self.config.batch))
         self.saved_step = self.step
         if self.ranks.main:
             self.log.drop_after(self.step)
 
     @property
-    def task_model(self) -> str:
+    def family(self) -> str:
+        """The model family, which says where the batch dimension of each carried-state tensor is."""
         return self.model.config.model
 
     def gather_rng(self) -> dict[str, torch.Tensor]:
         """Every rank's RNG states (ranks draw different dropout masks): rank 0's under the plain names."""
         rng = {state_io.RNG: torch.get_rng_state()}
         if self.device.type == "cuda":
-            rng[state_io.CUDA_RNG] = torch.cuda.get_rng_state(self.device).to(self.device)
+            rng[state_io.CUDA_RNG] = torch.cuda.get_rng_state(self.device)
         gathered = {}
         for name, tensor in rng.items():
             states = self.ranks.gather_rows(tensor.to(self.device)[None], 0).cpu()  # (N, bytes)
@@ -216,13 +219,12 @@ class Trainer:
             last = index == len(micro) - 1
             with nullcontext() if last or self.net is self.model else self.net.no_sync():
                 with self.autocast():
-                    logits, state = self.net(micro_inputs.to(self.device), state_rows(self.task_model, self.state, rows)
-                                             if self.state is not None else None)  # fmt: skip
+                    logits, state = self.net(micro_inputs.to(self.device), state_rows(self.family, self.state, rows))
                 part, _, _ = segment_loss(logits.float(), micro_targets.to(self.device))
-                (part * (self.ranks.world / max(scored, 1))).backward()
+                (part / (max(scored, 1) / self.ranks.world)).backward()
             loss_sum += part.item()
             states.append(state)
-        self.state = cat_states(self.task_model, states) if self.config.task != "translation" else None
+        self.state = cat_states(self.family, states)
         (loss_sum,) = self.ranks.sum([loss_sum])
         parameters = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = nn.utils.clip_grad_norm_(parameters, self.config.clip or math.inf).item()
@@ -294,11 +296,12 @@ class Trainer:
             try:
                 while self.step < cfg.steps:
                     # Every rank must stop at the same step: a signal or a spent budget on one stops all.
-                    if self.ranks.any(stop.requested):
+                    spent = cfg.time_budget and time.perf_counter() - session_start >= cfg.time_budget
+                    signalled, out_of_time = self.ranks.sum([float(stop.requested), float(bool(spent))])
+                    if signalled:
                         status = "interrupted"
                         break
-                    spent = cfg.time_budget and time.perf_counter() - session_start >= cfg.time_budget
-                    if self.ranks.any(bool(spent)):
+                    if out_of_time:
                         status = "stopped"
                         break
                     loss, tokens, grad_norm = self.train_step()
