@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test install lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e ".[test,plot,mt,rl,tensorboard]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,plot,mt,rl,tensorboard]"
 	touch $(STAMP)
 
 install: $(STAMP)

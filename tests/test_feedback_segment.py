@@ -85,10 +85,10 @@ def train_two_segments(model, fast, tokens, more, targets, seed=0):
 
 
 def assert_paths_agree(model, rtol, atol, B=3, T=20, T2=11, seed=0):
-    V = model.config.vocab_size
+    V, device = model.config.vocab_size, model.pos_keys.device
     gen = torch.Generator().manual_seed(1)
-    tokens, targets = torch.randint(0, V, (2, B, T), generator=gen)
-    more = torch.randint(0, V, (B, T2), generator=gen)
+    tokens, targets = torch.randint(0, V, (2, B, T), generator=gen).to(device)
+    more = torch.randint(0, V, (B, T2), generator=gen).to(device)
     fast = train_two_segments(model, True, tokens, more, targets, seed)
     ref = train_two_segments(model, False, tokens, more, targets, seed)
     torch.testing.assert_close(fast[0], ref[0], rtol=rtol, atol=atol)

@@ -276,14 +276,3 @@ def test_a_run_directory_is_never_overwritten(tmp_path):
     with pytest.raises(FbtError, match="holds a training run"):
         tiny_model("lstm").save_pretrained(tmp_path)
     assert [path.name for path in tmp_path.iterdir()] == ["checkpoints"]
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_load_and_generate_on_the_gpu(tmp_path):
-    model = tiny_model("feedback").eval()
-    model.save_pretrained(tmp_path)
-    loaded = from_pretrained(tmp_path, device="cuda")
-    assert next(loaded.parameters()).is_cuda
-    out = loaded.generate([3, 14, 15], max_new_tokens=8, temperature=0.0)
-    assert out.is_cuda and out.shape == (1, 11) and out[0, :3].tolist() == [3, 14, 15]
-    assert_same_weights(model, loaded.cpu())

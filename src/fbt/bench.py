@@ -240,6 +240,7 @@ def run_bench(
         entry = {
             "name": label,
             "config": config.to_dict(),
+            "options": dataclasses.asdict(options),
             "train_tokens_per_s": round(tokens_per_s, 1),
             "train_flops_per_token": flops,
             "mfu": round(flops * tokens_per_s / peak, 4),

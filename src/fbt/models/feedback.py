@@ -26,7 +26,7 @@ from torch import nn
 
 from fbt.models.config import ModelConfig
 from fbt.models.feedback_segment import fast_forward
-from fbt.models.layers import FeedForward, init_position_keys, init_weights
+from fbt.models.layers import BernoulliDropout, FeedForward, init_position_keys, init_weights
 from fbt.models.pretrained import PretrainedLM
 
 
@@ -41,8 +41,9 @@ class FeedbackLayer(nn.Module):
         self.query = nn.Linear(D, D, bias=False)
         self.out = nn.Linear(D, D, bias=False)
         self.norm_ff = nn.LayerNorm(D)
-        self.ff = FeedForward(D, config.ff, config.dropout)
-        self.attn_dropout = nn.Dropout(config.dropout)
+        # Dropout as the fast segment draws it (BernoulliDropout), so both paths apply one mask on any device.
+        self.ff = FeedForward(D, config.ff, config.dropout, BernoulliDropout)
+        self.attn_dropout = BernoulliDropout(config.dropout)
         if not config.shared_kv:
             # The released enwik8 run projects the shared memory separately for each layer.
             self.key = nn.Linear(D, D, bias=False)

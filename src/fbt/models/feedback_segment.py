@@ -39,7 +39,7 @@ import torch
 from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
-from fbt.models.layers import checkpoint_group
+from fbt.models.layers import checkpoint_group, dropout_noise
 
 # Parameters of one FeedbackLayer, in the order the segment takes them.
 LAYER_PARAMETERS = (
@@ -96,11 +96,6 @@ def layer_norm_param_grads(grad, x, mean, rstd, weight, bias):
     """Gradients w.r.t. LayerNorm weight and bias, summed over the rows of grad and x (R, D)."""
     _, d_weight, d_bias = _layer_norm_backward(grad, x, [x.shape[-1]], mean, rstd, weight, bias, [False, True, True])
     return d_weight, d_bias
-
-
-def dropout_noise(like: torch.Tensor, p: float) -> torch.Tensor:
-    """The multiplier F.dropout draws on CPU, from the same RNG calls: Bernoulli(1 - p) / (1 - p)."""
-    return torch.empty_like(like).bernoulli_(1 - p).div_(1 - p)
 
 
 def _copy(tensor: torch.Tensor) -> torch.Tensor:

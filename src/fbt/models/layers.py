@@ -43,14 +43,28 @@ def set_activation_checkpointing(model: nn.Module, enabled: bool) -> None:
             module.checkpoint_activations = enabled
 
 
+def dropout_noise(like: torch.Tensor, p: float) -> torch.Tensor:
+    """Bernoulli(1 - p) / (1 - p) of like's shape: on CPU the very multiplier F.dropout draws (same RNG calls)."""
+    return torch.empty_like(like).bernoulli_(1 - p).div_(1 - p)
+
+
+class BernoulliDropout(nn.Dropout):
+    """nn.Dropout as x * dropout_noise(x, p). The fused feedback segment draws its masks this way; F.dropout's
+    fused CUDA kernel consumes the RNG differently, so the plain feedback path uses this to draw the same masks
+    as the fast one on every device (on CPU it equals nn.Dropout bit for bit)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * dropout_noise(x, self.p) if self.training and self.p > 0 else x
+
+
 class FeedForward(nn.Module):
     """Linear -> ReLU -> dropout -> Linear, both with bias: (..., D) -> (..., D)."""
 
-    def __init__(self, dim: int, ff: int, dropout: float):
+    def __init__(self, dim: int, ff: int, dropout: float, dropout_type: type[nn.Dropout] = nn.Dropout):
         super().__init__()
         self.hidden = nn.Linear(dim, ff)
         self.out = nn.Linear(ff, dim)  # named `out`: scaled at init
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout_type(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.dropout(F.relu(self.hidden(x))))
