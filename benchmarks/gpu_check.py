@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout without installing, as on the GPU machine
 
 from fbt.bench import StepOptions, TrainProbe, forward_flops_per_token, synchronize  # noqa: E402
-from fbt.data.code_exec import Generator, generate_dataset  # noqa: E402
+from fbt.data.code_exec import ProgramSpec, generate_dataset  # noqa: E402
 from fbt.models import ModelConfig  # noqa: E402
 from fbt.presets import CPU_CODE_EXEC  # noqa: E402
 
@@ -219,7 +219,7 @@ def training_pair(check: Check) -> dict:
     data = check.out / "code-exec-cpu"
     sizes = (400, 100, 100) if check.quick else CPU_CODE_EXEC["sizes"]
     if not (data / "train.txt").exists():
-        generate_dataset(data, Generator(**CPU_CODE_EXEC["generator"]), sizes=sizes, seed=CPU_CODE_EXEC["seed"])
+        generate_dataset(data, ProgramSpec(**CPU_CODE_EXEC["generator"]), sizes=sizes, seed=CPU_CODE_EXEC["seed"])
     steps = 10 if check.quick else TRAIN_STEPS
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     runs, processes = {}, {}

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from fbt import api
-from fbt.data.code_exec import Generator, generate_dataset, load_code_exec_split
+from fbt.data.code_exec import ProgramSpec, generate_dataset, load_code_exec_split
 from fbt.data.code_exec_heuristics import HEURISTIC_LABELS, heuristic_accuracies
 from fbt.models import ModelConfig
 from fbt.plots import plot_accuracy_curves
@@ -66,9 +66,9 @@ def evaluate(model: str) -> dict:
 def main() -> None:
     shutil.rmtree(ROOT, ignore_errors=True)
     ROOT.mkdir(parents=True)
-    generator = Generator(**CPU_CODE_EXEC["generator"])
-    print(f"== writing the CPU code-exec dataset: {generator.to_dict()}")
-    generate_dataset(DATA, generator, sizes=CPU_CODE_EXEC["sizes"], seed=CPU_CODE_EXEC["seed"])
+    spec = ProgramSpec(**CPU_CODE_EXEC["generator"])
+    print(f"== writing the CPU code-exec dataset: {spec.to_dict()}")
+    generate_dataset(DATA, spec, sizes=CPU_CODE_EXEC["sizes"], seed=CPU_CODE_EXEC["seed"])
     layers = {model: get_preset(preset)["model"]["layers"] for model, preset in PAIR.items()}
     print(f"\n== training feedback ({layers['feedback']} layers) and transformer-xl ({layers['transformer-xl']} "
           "layers) on the same tokens, side by side")  # fmt: skip
@@ -84,7 +84,7 @@ def main() -> None:
         print(f"{HEURISTIC_LABELS[name]:38} {value:9.1%}")
 
     curves = {f"{model}, {layers[model]} layers": ROOT / model / "metrics.csv" for model in PAIR}
-    plot_accuracy_curves(curves, heuristics, ROOT / "accuracy.png", title=f"code-exec {generator.to_dict()}")
+    plot_accuracy_curves(curves, heuristics, ROOT / "accuracy.png", title=f"code-exec {spec.to_dict()}")
     summary = {
         **{model: {"accuracy": result["accuracy"], "run": str(ROOT / model)} for model, result in results.items()},
         "heuristics": heuristics,

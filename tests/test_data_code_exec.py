@@ -11,7 +11,7 @@ from fbt.data.code_exec import (
     IGNORE_INDEX,
     TOKEN_TO_ID,
     VOCAB,
-    Generator,
+    ProgramSpec,
     generate_dataset,
     generate_program,
     load_code_exec_split,
@@ -77,7 +77,7 @@ def interpret(tokens: list[str], variables: int, top: int = 10) -> tuple[list[st
 def test_labels_agree_with_an_independent_interpreter(variables):
     rng = random.Random(variables)
     for _ in range(100):
-        tokens, labels = generate_program(rng, Generator(variables, 100))
+        tokens, labels = generate_program(rng, ProgramSpec(variables, 100))
         assert len(tokens) == len(labels)
         assert tokens[-1] == "END" and tokens.count("END") == 1
         assert set(tokens) <= set(VOCAB)
@@ -89,7 +89,7 @@ def test_labels_agree_with_an_independent_interpreter(variables):
 def test_program_statistics_match_the_official_data():
     # Official data (3 variables, 100 statements): ~430 tokens and ~25 prints per program.
     rng = random.Random(0)
-    programs = [generate_program(rng, Generator(3, 100)) for _ in range(200)]
+    programs = [generate_program(rng, ProgramSpec(3, 100)) for _ in range(200)]
     tokens = sum(len(t) for t, _ in programs) / len(programs)
     prints = sum(t.count("print") for t, _ in programs) / len(programs)
     assert 400 <= tokens <= 460
@@ -97,7 +97,7 @@ def test_program_statistics_match_the_official_data():
 
 
 def test_single_statement_is_an_assignment():
-    tokens, labels = generate_program(random.Random(1), Generator(3, 1))
+    tokens, labels = generate_program(random.Random(1), ProgramSpec(3, 1))
     assert tokens[1] == "=" and tokens[-1] == "END" and set(labels) == {"_"}
 
 
@@ -120,7 +120,7 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
 
 
 def test_loader_round_trip(tmp_path):
-    generate_dataset(tmp_path, Generator(variables=5, statements=30), sizes=SMALL, seed=3)
+    generate_dataset(tmp_path, ProgramSpec(variables=5, statements=30), sizes=SMALL, seed=3)
     inputs, targets = load_code_exec_split(tmp_path, "valid")
     assert inputs.dtype == targets.dtype == torch.int64 and inputs.shape == targets.shape
     programs = (tmp_path / "valid.txt").read_text().split()
@@ -144,7 +144,7 @@ def test_loader_tolerates_trailing_whitespace(tmp_path):
 def test_loader_errors(tmp_path):
     with pytest.raises(FbtError, match="no such code-exec data directory"):
         load_code_exec_split(tmp_path / "nowhere", "train")
-    generate_dataset(tmp_path, Generator(statements=10), sizes=(3, 1, 1))
+    generate_dataset(tmp_path, ProgramSpec(statements=10), sizes=(3, 1, 1))
     with pytest.raises(FbtError, match="unknown split"):
         load_code_exec_split(tmp_path, "dev")
     (tmp_path / "valid.txt.labels").unlink()
@@ -188,7 +188,7 @@ def test_generator_rejects_bad_sizes(tmp_path, kwargs):
 )
 def test_generator_rejects_bad_options(options):
     with pytest.raises(FbtError):
-        Generator(**options)
+        ProgramSpec(**options)
 
 
 @pytest.mark.parametrize(
@@ -196,10 +196,10 @@ def test_generator_rejects_bad_options(options):
 )
 def test_generator_options_keep_the_rules_and_follow_the_weights(variables, top, weights):
     rng = random.Random(5)
-    gen = Generator(variables, 60, top, weights)
+    spec = ProgramSpec(variables, 60, top, weights)
     kinds = dict.fromkeys(("=", "++", "--", "if", "print"), 0)
     for _ in range(50):
-        tokens, labels = generate_program(rng, gen)
+        tokens, labels = generate_program(rng, spec)
         assert labels == interpret(tokens, variables, top)[0]
         for i, token in enumerate(tokens):
             if token in ("if", "print"):
@@ -213,7 +213,7 @@ def test_generator_options_keep_the_rules_and_follow_the_weights(variables, top,
 def test_generator_json_records_the_options(tmp_path):
     import json
 
-    generate_dataset(tmp_path, Generator(1, 12, 5, (1, 1, 1, 4, 2)), sizes=(2, 1, 1), seed=9)
+    generate_dataset(tmp_path, ProgramSpec(1, 12, 5, (1, 1, 1, 4, 2)), sizes=(2, 1, 1), seed=9)
     assert json.loads((tmp_path / "generator.json").read_text()) == {
         "variables": 1, "statements": 12, "max_value": 5, "weights": [1.0, 1.0, 1.0, 4.0, 2.0], "seed": 9,
     }  # fmt: skip
@@ -244,7 +244,7 @@ def test_count_ignoring_ifs_on_a_known_program():
 
 def test_count_ignoring_ifs_is_exact_without_ifs():
     rng = random.Random(3)
-    gen = Generator(3, 50, 10, (1, 1, 1, 0, 1))
-    program, labels = zip(*(generate_program(rng, gen) for _ in range(20)))
+    spec = ProgramSpec(3, 50, 10, (1, 1, 1, 0, 1))
+    program, labels = zip(*(generate_program(rng, spec) for _ in range(20)))
     inputs, targets = encode(" ".join(" ".join(p) for p in program), " ".join(" ".join(lab) for lab in labels))
     assert count_ignoring_ifs_accuracy(inputs, targets) == 1.0

@@ -8,7 +8,7 @@ from tiny_runs import tiny_configs, write_corpus
 
 from fbt import __version__, api
 from fbt.cli import main
-from fbt.data.code_exec import Generator, generate_dataset
+from fbt.data.code_exec import ProgramSpec, generate_dataset
 from fbt.models import ModelConfig, build_model
 from fbt.presets import PRESETS
 from fbt.sampling import generate
@@ -51,7 +51,7 @@ def test_presets_show_steps_data_time_and_command(capsys):
 
 
 def test_a_shrunk_preset_scales_its_warmup_and_an_explicit_one_warns(tmp_path, capsys):
-    data = generate_dataset(tmp_path / "data", Generator(statements=5), sizes=(20, 4, 4))
+    data = generate_dataset(tmp_path / "data", ProgramSpec(statements=5), sizes=(20, 4, 4))
     common = ["train", "--data", data, *TINY, "--steps", "10", "--no-progress"]
     code, _, err = run_cli(capsys, *common, "--preset", "code-exec-feedback-small", "--out", tmp_path / "a")
     assert code == 0 and "using 1 (10%)" in err
@@ -62,7 +62,7 @@ def test_a_shrunk_preset_scales_its_warmup_and_an_explicit_one_warns(tmp_path, c
 
 
 def test_a_code_exec_directory_implies_the_task_and_data_is_never_overwritten(tmp_path, capsys):
-    data = generate_dataset(tmp_path / "data", Generator(statements=5), sizes=(20, 4, 4))
+    data = generate_dataset(tmp_path / "data", ProgramSpec(statements=5), sizes=(20, 4, 4))
     assert (
         run_cli(capsys, "train", "--data", data, *TINY, "--steps", "2", "--out", tmp_path / "r", "--no-progress")[0]
         == 0

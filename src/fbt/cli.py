@@ -14,7 +14,7 @@ import torch
 
 from fbt import api
 from fbt.cli_parser import DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, build_parser
-from fbt.data.code_exec import Generator, generate_dataset
+from fbt.data.code_exec import ProgramSpec, generate_dataset
 from fbt.data.splits import is_code_exec_dir
 from fbt.errors import FbtError, warn
 from fbt.models.config import ModelConfig
@@ -98,8 +98,8 @@ def run_train_command(args: argparse.Namespace) -> None:
 
 def run_data_command(args: argparse.Namespace) -> None:
     sizes = (args.train_size, args.valid_size, args.test_size)
-    generator = Generator(args.variables, args.statements, args.max_value, tuple(args.weights))
-    generate_dataset(args.out, generator, sizes, args.seed, overwrite=args.force)
+    spec = ProgramSpec(args.variables, args.statements, args.max_value, tuple(args.weights))
+    generate_dataset(args.out, spec, sizes, args.seed, overwrite=args.force)
     print(f"wrote {args.out}: {sizes[0]} train, {sizes[1]} valid, {sizes[2]} test programs")
 
 

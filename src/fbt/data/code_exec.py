@@ -49,7 +49,7 @@ OFFICIAL_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0)
 
 
 @dataclass(frozen=True)
-class Generator:
+class ProgramSpec:
     """What a program is drawn from; the defaults are the paper's task (3 variables, 100 statements)."""
 
     variables: int = 3  # the first V of x y z p r
@@ -86,12 +86,12 @@ class Generator:
 
 
 def _feasible_picks(
-    state: dict[str, int], names: tuple[str, ...], nested: bool, gen: Generator
+    state: dict[str, int], names: tuple[str, ...], nested: bool, spec: ProgramSpec
 ) -> tuple[list[Pick], list[float]]:
     """Every possible statement kind and variable, weighted by how often the official draw-and-redraw loop
     accepts it (kind drawn by weight, then a uniform variable of the right sort). Sampling from these weights
     gives the same distribution with no loop."""
-    w = gen.weight
+    w = spec.weight
     assigned = [v for v in names if v in state]
     unassigned = [v for v in names if v not in state]
     picks: list[Pick] = []
@@ -106,14 +106,14 @@ def _feasible_picks(
         add(("=", v), w["="] / len(unassigned))
     for v in assigned:
         share = 1 / len(assigned)
-        if state[v] < gen.max_value:
+        if state[v] < spec.max_value:
             add(("++", v), w["++"] * share)
         if state[v] > MIN_VALUE:
             add(("--", v), w["--"] * share)
         if not nested:
             add(("print", v), w["print"] * share)
     # An `if` needs a possible body; unlike the top level, the body cannot print.
-    if not nested and assigned and _feasible_picks(state, names, True, gen)[0]:
+    if not nested and assigned and _feasible_picks(state, names, True, spec)[0]:
         # Half of the `if` draws compare with a constant, half with another assigned variable.
         add(("if-constant", ""), w["if"] * 0.5)
         if len(assigned) >= 2:
@@ -122,15 +122,15 @@ def _feasible_picks(
 
 
 def _statement(
-    rng: random.Random, state: dict[str, int], names: tuple[str, ...], nested: bool, gen: Generator
+    rng: random.Random, state: dict[str, int], names: tuple[str, ...], nested: bool, spec: ProgramSpec
 ) -> list[str]:
     """Draws one statement, applies it to `state` and returns its tokens."""
-    picks, weights = _feasible_picks(state, names, nested, gen)
+    picks, weights = _feasible_picks(state, names, nested, spec)
     if not picks:  # only when every variable is assigned and print and the body kinds all have weight 0
-        raise FbtError(f"no statement can follow with weights {gen.weights}: give `print` a positive weight")
+        raise FbtError(f"no statement can follow with weights {spec.weights}: give `print` a positive weight")
     kind, v = rng.choices(picks, weights)[0]
     if kind == "=":
-        state[v] = rng.randint(MIN_VALUE, gen.max_value)
+        state[v] = rng.randint(MIN_VALUE, spec.max_value)
         return [v, "=", str(state[v]), ";"]
     if kind == "++":
         state[v] += 1
@@ -146,12 +146,12 @@ def _statement(
         right, right_token = state[other], other
     else:
         left = rng.choice(assigned)
-        right = rng.randint(MIN_VALUE, gen.max_value)
+        right = rng.randint(MIN_VALUE, spec.max_value)
         right_token = str(right)
     op = rng.choice(("<", ">"))
     holds = state[left] < right if op == "<" else state[left] > right
     # The body sees the current state either way; a false condition discards its effect.
-    body = _statement(rng, state if holds else dict(state), names, True, gen)
+    body = _statement(rng, state if holds else dict(state), names, True, spec)
     return ["if", left, op, right_token, ":", *body]
 
 
@@ -162,14 +162,14 @@ def _check_variables(variables: int) -> None:
         )
 
 
-def generate_program(rng: random.Random, gen: Generator) -> tuple[list[str], list[str]]:
-    """Tokens of one program (`gen.statements` statements, then END) and its labels, of the same length."""
-    names = VARIABLE_NAMES[: gen.variables]
+def generate_program(rng: random.Random, spec: ProgramSpec) -> tuple[list[str], list[str]]:
+    """Tokens of one program (`spec.statements` statements, then END) and its labels, of the same length."""
+    names = VARIABLE_NAMES[: spec.variables]
     state: dict[str, int] = {}
     tokens: list[str] = []
     labels: list[str] = []
-    for _ in range(gen.statements):
-        statement = _statement(rng, state, names, False, gen)
+    for _ in range(spec.statements):
+        statement = _statement(rng, state, names, False, spec)
         tokens += statement
         labels += [UNLABELLED] * len(statement)
         if statement[0] == "print":
@@ -181,18 +181,17 @@ def generate_program(rng: random.Random, gen: Generator) -> tuple[list[str], lis
 
 def generate_dataset(
     out_dir: str | Path,
-    gen: Generator = Generator(),
+    spec: ProgramSpec = ProgramSpec(),
     sizes: tuple[int, int, int] = (10000, 1000, 1000),
     seed: int = 0,
     overwrite: bool = False,
 ) -> Path:
     """Writes {train,valid,test}.txt and their .labels files in the official format, and generator.json with
-    the generator's options and seed; returns the directory. Files already there are an error unless
+    the spec's options and seed; returns the directory. Files already there are an error unless
     `overwrite`: a dataset runs were trained on is not replaced by accident.
 
     Each split draws from its own generator seeded by (seed, split), so the same arguments give byte-identical
-    files and a split does not depend on the sizes of the others. The official options draw exactly as before
-    the options existed.
+    files and a split does not depend on the sizes of the others.
     """
     if len(sizes) != len(SPLITS) or any(size < 1 for size in sizes):
         raise FbtError(f"sizes must be three program counts of at least 1 (train, valid, test), got {tuple(sizes)}")
@@ -210,10 +209,10 @@ def generate_dataset(
             open(out / f"{split}.txt.labels", "w", encoding="ascii") as labels,
         ):
             for _ in tqdm(range(size), desc=split, unit="program", disable=None):
-                tokens, marks = generate_program(rng, gen)
+                tokens, marks = generate_program(rng, spec)
                 programs.write(" ".join(tokens) + "\n")
                 labels.write(" ".join(marks) + "\n")
-    info = {**gen.to_dict(), "seed": seed}
+    info = {**spec.to_dict(), "seed": seed}
     (out / "generator.json").write_text(json.dumps(info, indent=2) + "\n")
     return out
 

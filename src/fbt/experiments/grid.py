@@ -38,7 +38,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fbt.data.code_exec import Generator
+from fbt.data.code_exec import ProgramSpec
 from fbt.errors import FbtError
 from fbt.models.config import ModelConfig
 from fbt.presets import get_preset
@@ -74,7 +74,7 @@ class Grid:
     description: str
     command: str = "train"
     references: list[dict] = field(default_factory=list)
-    datasets: dict[str, Generator] = field(default_factory=dict)
+    datasets: dict[str, ProgramSpec] = field(default_factory=dict)
     cells: list[Cell] = field(default_factory=list)
 
 
@@ -153,7 +153,7 @@ def load_grid(name_or_file: str, out: Path, seeds: int | None = None, steps: int
     datasets = {}
     for name, options in raw.get("data", {}).items():
         try:
-            datasets[name] = Generator(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+            datasets[name] = ProgramSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
         except (TypeError, FbtError) as error:
             raise fail(name, f"dataset {name!r}: {error}") from None
     defaults = raw.get("defaults", {})

@@ -101,11 +101,11 @@ def run_cell(cell: Cell, out: Path, threads: int) -> dict:
 
 
 def write_datasets(grid: Grid, out: Path) -> None:
-    for name, generator in grid.datasets.items():
+    for name, spec in grid.datasets.items():
         directory = out / "data" / name
         if (directory / "generator.json").exists():
             continue  # written by an earlier invocation (generation is deterministic)
-        generate_dataset(directory, generator, seed=0, overwrite=True)
+        generate_dataset(directory, spec, seed=0, overwrite=True)
 
 
 BENCH_MODEL_KEYS = ("model", "shared_kv")  # the rest of a bench cell's model settings go in its spec
