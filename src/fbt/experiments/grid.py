@@ -129,50 +129,75 @@ def matters(key: str, values: dict) -> bool:
     return ONLY_FOR.get(key, values.get("model")) == values.get("model")
 
 
-def load_grid(name_or_file: str, out: Path, seeds: int | None = None, steps: int | None = None) -> Grid:
-    """Parse and check a grid; datasets named in [data] live in out/data/NAME. `seeds` and `steps` override
-    the grid's (and every block's) seed count and every cell's training steps."""
-    path = locate(name_or_file)
+@dataclass(frozen=True)
+class GridFile:
+    """A grid file's text and its parsed TOML, for errors that name the line of the entry they are about."""
+
+    path: Path
+    text: str
+    raw: dict
+
+    def fail(self, key: str, message: str, value: object = None) -> FbtError:
+        return FbtError(f"{self.path} line {line_of(self.text, key, value)}: {message}")
+
+
+def parse(path: Path) -> GridFile:
+    """The file's TOML; a syntax error is one line naming the file and where it is."""
     text = path.read_text()
     try:
-        raw = tomllib.loads(text)
+        return GridFile(path, text, tomllib.loads(text))
     except tomllib.TOMLDecodeError as error:
         raise FbtError(f"{path}: {error}") from None
 
-    def fail(key: str, message: str, value: object = None) -> FbtError:
-        return FbtError(f"{path} line {line_of(text, key, value)}: {message}")
 
-    for key in raw:
+def check_command(grid: GridFile, steps: int | None) -> str:
+    """The grid's command, once its top-level entries are known ones and a bench grid is given no training steps."""
+    for key in grid.raw:
         if key not in GRID_KEYS:
-            raise fail(key, f"unknown entry {key!r}; a grid has {', '.join(sorted(GRID_KEYS))}")
-    command = raw.get("command", "train")
+            raise grid.fail(key, f"unknown entry {key!r}; a grid has {', '.join(sorted(GRID_KEYS))}")
+    command = grid.raw.get("command", "train")
     if command not in SETTINGS:
-        raise fail("command", f"command must be one of {', '.join(SETTINGS)}, got {command!r}")
+        raise grid.fail("command", f"command must be one of {', '.join(SETTINGS)}, got {command!r}")
     if command == "bench" and steps is not None:
-        raise FbtError(f"{path} is a bench grid: --budget (training steps) does not apply")
+        raise FbtError(f"{grid.path} is a bench grid: --budget (training steps) does not apply")
+    return command
+
+
+def datasets_of(grid: GridFile) -> dict[str, ProgramSpec]:
+    """The [data] tables as program specs (TOML lists become the spec's tuples)."""
     datasets = {}
-    for name, options in raw.get("data", {}).items():
+    for name, options in grid.raw.get("data", {}).items():
         try:
             datasets[name] = ProgramSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
         except (TypeError, FbtError) as error:
-            raise fail(name, f"dataset {name!r}: {error}") from None
-    defaults = raw.get("defaults", {})
-    blocks = raw.get("cells", [{}])
+            raise grid.fail(name, f"dataset {name!r}: {error}") from None
+    return datasets
+
+
+def check_settings(grid: GridFile, command: str, defaults: dict, blocks: list[dict]) -> None:
+    """Every setting is one the command takes, the default preset exists, and every seed count is positive."""
     for key in defaults:
         if key not in SETTINGS[command]:
-            raise fail(key, f"unknown setting {key!r} ({SETTING_HELP[command]})")
+            raise grid.fail(key, f"unknown setting {key!r} ({SETTING_HELP[command]})")
     for block in blocks:
         for key in block:
             if key not in SETTINGS[command] | BLOCK_KEYS:
-                raise fail(key, f"unknown setting {key!r} ({SETTING_HELP[command]}, section or seeds)")
+                raise grid.fail(key, f"unknown setting {key!r} ({SETTING_HELP[command]}, section or seeds)")
     if "preset" in defaults:
         get_preset(defaults["preset"])
-    for key, value in [("seeds", raw.get("seeds", 1))] + [("seeds", b["seeds"]) for b in blocks if "seeds" in b]:
+    counts = [grid.raw.get("seeds", 1)] + [block["seeds"] for block in blocks if "seeds" in block]
+    for value in counts:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise fail(key, f"seeds must be a positive integer, got {value!r}", value)
-    expanded: list[tuple[dict, str]] = []
+            raise grid.fail("seeds", f"seeds must be a positive integer, got {value!r}", value)
+
+
+def expand(
+    blocks: list[dict], defaults: dict, command: str, grid_seeds: int, seeds: int | None, steps: int | None
+) -> list[tuple[dict, str]]:
+    """Each block's product over its listed values, times its seeds: (settings over the defaults, section) per run."""
+    expanded = []
     for block in blocks:
-        seed_count = seeds if seeds is not None else block.get("seeds", raw.get("seeds", 1))
+        seed_count = seeds if seeds is not None else block.get("seeds", grid_seeds)
         if command == "bench":
             seed_count = 1  # timings have no seed
         lists = {k: v if isinstance(v, list) else [v] for k, v in block.items() if k not in BLOCK_KEYS | {"seed"}}
@@ -184,9 +209,18 @@ def load_grid(name_or_file: str, out: Path, seeds: int | None = None, steps: int
                 if steps is not None:
                     settings["steps"] = steps
                 expanded.append((settings, block.get("section", "")))
+    return expanded
+
+
+def resolve_data(expanded: list[tuple[dict, str]], datasets: dict, out: Path) -> None:
+    """A cell's `data` naming a [data] table becomes the path that dataset is written to."""
     for settings, _ in expanded:
         if settings.get("data") in datasets:
             settings["data"] = str((out / "data" / settings["data"]).resolve())
+
+
+def build_cells(path: Path, command: str, expanded: list[tuple[dict, str]]) -> list[Cell]:
+    """One cell per distinct effective settings, named by what varies (see the module docstring)."""
     try:
         effective = [effective_settings(settings, command) for settings, _ in expanded]
     except FbtError as error:
@@ -218,8 +252,29 @@ def load_grid(name_or_file: str, out: Path, seeds: int | None = None, steps: int
             raise FbtError(f"{path}: two different cells would be named {name}; vary a setting the model uses")
         names[name] = identity
         cells[identity] = Cell(name, settings, (section,), shown)
-    references = raw.get("reference", [])
+    return list(cells.values())
+
+
+def references_of(grid: GridFile) -> list[dict]:
+    """The [[reference]] points, each with a label and a numeric value."""
+    references = grid.raw.get("reference", [])
     for reference in references:
         if not isinstance(reference.get("value"), (int, float)) or "label" not in reference:
-            raise fail("reference", "a [[reference]] needs a label and a numeric value")
-    return Grid(path, raw.get("description", ""), command, references, datasets, list(cells.values()))
+            raise grid.fail("reference", "a [[reference]] needs a label and a numeric value")
+    return references
+
+
+def load_grid(name_or_file: str, out: Path, seeds: int | None = None, steps: int | None = None) -> Grid:
+    """Parse and check a grid; datasets named in [data] live in out/data/NAME. `seeds` and `steps` override
+    the grid's (and every block's) seed count and every cell's training steps."""
+    grid = parse(locate(name_or_file))
+    command = check_command(grid, steps)
+    datasets = datasets_of(grid)
+    defaults = grid.raw.get("defaults", {})
+    blocks = grid.raw.get("cells", [{}])
+    check_settings(grid, command, defaults, blocks)
+    expanded = expand(blocks, defaults, command, grid.raw.get("seeds", 1), seeds, steps)
+    resolve_data(expanded, datasets, out)
+    cells = build_cells(grid.path, command, expanded)
+    references = references_of(grid)
+    return Grid(grid.path, grid.raw.get("description", ""), command, references, datasets, cells)
