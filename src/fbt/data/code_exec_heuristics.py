@@ -13,7 +13,6 @@ import torch
 
 from fbt.data.code_exec import IGNORE_INDEX, VOCAB
 
-HEURISTICS = ("last_print", "count_ignoring_ifs")
 HEURISTIC_LABELS = {
     "last_print": "heuristic: repeat the last print",
     "count_ignoring_ifs": "heuristic: count ++/-- ignoring ifs",

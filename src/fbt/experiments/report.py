@@ -31,7 +31,7 @@ VALID_LABELS = {"accuracy": "valid accuracy (%)", "bits_per_byte": "valid bits p
 
 
 def read_results(out: Path) -> list[dict]:
-    """Finished cells, in the order of the grid file where it still loads."""
+    """Finished cells, in the order of out/grid.toml where that file loads, else by cell name."""
     paths = sorted((Path(out) / "results").glob("*.json"))
     if not paths:
         raise FbtError(f"no finished cells in {out}/results (run `fbt experiment` first)")
@@ -122,14 +122,6 @@ def mean_curve(out: Path, results: list[dict], metric: str, x: str) -> tuple[lis
     xs = [statistics.mean(p[0] for p in by_step[s]) for s in steps]
     ys = [scale(statistics.mean(p[1] for p in by_step[s]), metric) for s in steps]
     return xs, ys
-
-
-def value_at(xs: list[float], ys: list[float], x: float) -> float | None:
-    """Linear interpolation of a curve at x; None outside it."""
-    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
-        if x0 <= x <= x1:
-            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    return ys[-1] if xs and xs[-1] == x else None
 
 
 def heuristic_lines(results: list[dict]) -> dict[str, float]:
