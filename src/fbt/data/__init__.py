@@ -1,6 +1,8 @@
-"""Data for both tasks: byte corpora, the code-execution generator and loader, and segment streams.
+"""Data for the four tasks: byte corpora (`text`), BPE subwords of a corpus (`lm`) and their tokenizer, the
+code-execution generator and loader (`code-exec`), parallel corpora (`translation`), and segment streams.
 
-Every loader returns aligned int64 inputs (N,) and targets (N,); `SegmentStream` batches them.
+The stream tasks' loaders return aligned int64 inputs (N,) and targets (N,), which `SegmentStream` batches;
+translation reads sentence pairs and batches them by length in `TranslationStream`.
 """
 
 from fbt.data.code_exec import (
