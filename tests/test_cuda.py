@@ -17,7 +17,7 @@ from test_precision_compile import SIZES as PRECISION_SIZES
 from test_precision_compile import loss_and_grads as precision_loss_and_grads
 from test_pretrained import assert_same_weights, tiny_model
 from test_resume import train_rows
-from tiny_runs import signal_after, tiny_configs, write_corpus
+from tiny_runs import signal_after, tiny_configs
 
 from fbt import api
 from fbt.data.translation import TranslationBatch
@@ -163,10 +163,9 @@ def test_compiled_model_computes_the_same_on_the_gpu(family):
         torch.testing.assert_close(compiled_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_a_gpu_checkpoint_loads_on_the_cpu_and_resumes_bit_exact_on_the_gpu(tmp_path, monkeypatch):
+def test_a_gpu_checkpoint_loads_on_the_cpu_and_resumes_bit_exact_on_the_gpu(tmp_path, text_file, monkeypatch):
     # Dropout 0.1 (tiny_configs): the resumed steps equal the straight run's only if the CUDA RNG is restored.
-    text = write_corpus(tmp_path / "corpus.txt")
-    model_config, train_config = tiny_configs(text, steps=8)
+    model_config, train_config = tiny_configs(text_file, steps=8)
     api.train(model_config, train_config, tmp_path / "straight", "cuda", progress=False)
     signal_after(monkeypatch, 3)
     with pytest.raises(TrainingInterrupted):

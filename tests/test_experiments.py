@@ -4,7 +4,7 @@ import json
 import signal
 
 import pytest
-from tiny_runs import signal_after, write_corpus
+from tiny_runs import signal_after
 
 from fbt.cli import main
 from fbt.errors import FbtError
@@ -14,8 +14,7 @@ from fbt.experiments.grid import load_grid
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def tiny_grid(tmp_path, steps=3):
-    corpus = write_corpus(tmp_path / "corpus.txt")
+def tiny_grid(tmp_path, corpus, steps=3):
     grid = tmp_path / "tiny.toml"
     grid.write_text(f"""
 description = "two tiny lstm cells"
@@ -33,8 +32,8 @@ layers = [1, 2]
     return grid
 
 
-def test_a_tiny_grid_runs_reports_and_never_reruns_a_finished_cell(tmp_path, capsys, monkeypatch):
-    grid, out = tiny_grid(tmp_path), tmp_path / "exp"
+def test_a_tiny_grid_runs_reports_and_never_reruns_a_finished_cell(tmp_path, text_file, capsys, monkeypatch):
+    grid, out = tiny_grid(tmp_path, text_file), tmp_path / "exp"
     assert main(["experiment", str(grid), "--out", str(out), "--no-progress"]) == 0
     results = {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
     assert sorted(results) == ["layers=1", "layers=2"]
@@ -53,8 +52,8 @@ def test_a_tiny_grid_runs_reports_and_never_reruns_a_finished_cell(tmp_path, cap
     assert main(["experiment", str(grid), "--out", str(out), "--no-progress"]) == 0
 
 
-def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path, monkeypatch):
-    grid, out = tiny_grid(tmp_path, steps=4), tmp_path / "exp"
+def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path, text_file, monkeypatch):
+    grid, out = tiny_grid(tmp_path, text_file, steps=4), tmp_path / "exp"
     cell = load_grid(str(grid), out).cells[0]
     signal_after(monkeypatch, 2, signal.SIGINT)  # the cell's own training, stopped at step 2 of 4
     flags = runner.train_flags(cell.settings)
@@ -127,9 +126,9 @@ value = 7.5
 """
 
 
-def test_sections_share_cells_and_the_report_draws_every_figure(tmp_path):
+def test_sections_share_cells_and_the_report_draws_every_figure(tmp_path, text_file):
     grid_file = tmp_path / "sections.toml"
-    grid_file.write_text(SECTIONS.format(corpus=write_corpus(tmp_path / "corpus.txt")))
+    grid_file.write_text(SECTIONS.format(corpus=text_file))
     out = tmp_path / "exp"
     grid = load_grid(str(grid_file), out)
     # memory=all with span 4 is the span section's span=4 cell too: it runs once, in both sections

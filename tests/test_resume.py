@@ -7,7 +7,7 @@ import signal
 
 import pytest
 import torch
-from tiny_runs import signal_after, tiny_configs, write_corpus
+from tiny_runs import signal_after, tiny_configs
 
 from fbt import api
 from fbt.cli import main
@@ -16,11 +16,6 @@ from fbt.training import checkpoint
 from fbt.training.trainer import TrainingInterrupted
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    return write_corpus(tmp_path / "corpus.txt")
 
 
 def train_rows(run):

@@ -2,16 +2,11 @@
 
 import pytest
 import torch
-from tiny_runs import TINY_MODEL, tiny_configs, write_corpus
+from tiny_runs import TINY_MODEL, tiny_configs
 
 from fbt import api
 from fbt.errors import FbtError
 from fbt.training import checkpoint
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    return write_corpus(tmp_path / "corpus.txt")
 
 
 def losses(trainer, count):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from tiny_runs import tiny_configs, write_corpus
+from tiny_runs import tiny_configs
 
 from fbt import __version__, api
 from fbt.cli import main
@@ -15,11 +15,6 @@ from fbt.sampling import generate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY = ["--dim", "16", "--layers", "1", "--heads", "2", "--ff", "32", "--batch", "2", "--segment", "8"]
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    return write_corpus(tmp_path / "corpus.txt")
 
 
 def run_cli(capsys, *args):
