@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,plot,mt,rl,tensorboard]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,lint,plot,mt,rl,tensorboard]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -20,8 +20,8 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 lint: $(STAMP)
-	$(BIN)/pip install --quiet ruff
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 clean:
 	rm -rf $(VENV) runs/demo
