@@ -18,6 +18,8 @@ def test_model_specs_override_the_shared_sizes():
     assert not per_layer.shared_kv
     with pytest.raises(FbtError, match="unknown model setting"):
         parse_model_spec("feedback:colour=red", BASE)
+    with pytest.raises(FbtError, match="unknown K/V choice 'both'; choose one of shared, per-layer"):
+        parse_model_spec("feedback:kv=both", BASE)
     with pytest.raises(FbtError, match="unknown model"):
         parse_model_spec("bert", BASE)
 

@@ -19,12 +19,11 @@ from test_pretrained import assert_same_weights, tiny_model
 from test_resume import train_rows
 from tiny_runs import signal_after, tiny_configs
 
-from fbt import api
+from fbt import api, checkpoint
 from fbt.data.translation import TranslationBatch
 from fbt.models import ModelConfig, build_model, from_pretrained
 from fbt.models.feedback_segment import FeedbackSegment
 from fbt.models.layers import set_activation_checkpointing
-from fbt.training import checkpoint
 from fbt.training.trainer import TrainingInterrupted
 
 pytestmark = pytest.mark.cuda

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from fbt import api
+from fbt.checkpoint import find_checkpoint
 from fbt.models import ModelConfig, build_model
 from fbt.presets import SHAKESPEARE as CORPUS
-from fbt.training.checkpoint import find_checkpoint, load_tensors
+from fbt.rundir import load_tensors
 from fbt.training.config import TrainConfig
 
 FAMILIES = ("feedback", "transformer-xl", "gpt", "lstm")

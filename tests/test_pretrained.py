@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from fbt import api, sampling
+from fbt import api, checkpoint, rundir, sampling
 from fbt.data.tokenizer import EOS_ID, PAD_ID
 from fbt.data.translation import make_batch
 from fbt.decoding import max_translation_tokens, search
@@ -16,7 +16,6 @@ from fbt.models.gpt import GPT
 from fbt.models.lstm import LSTMLanguageModel
 from fbt.models.seq2seq import Seq2Seq
 from fbt.models.transformer_xl import TransformerXL
-from fbt.training import checkpoint
 from fbt.training.config import TrainConfig
 
 TINY = dict(vocab_size=40, dim=32, layers=2, heads=2, ff=64, span=8, context=16)
@@ -98,7 +97,7 @@ def test_an_interrupted_save_keeps_the_previous_files(tmp_path, monkeypatch):
             handle.write(b"half a file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint, "save_file", write_half_then_fail)
+    monkeypatch.setattr(rundir, "save_file", write_half_then_fail)
     with torch.no_grad():
         model.head.weight.add_(1.0)
     with pytest.raises(KeyboardInterrupt):

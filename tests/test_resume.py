@@ -9,10 +9,9 @@ import pytest
 import torch
 from tiny_runs import signal_after, tiny_configs
 
-from fbt import api
+from fbt import api, checkpoint
 from fbt.cli import main
 from fbt.errors import FbtError
-from fbt.training import checkpoint
 from fbt.training.trainer import TrainingInterrupted
 
 CPU = torch.device("cpu")

@@ -10,6 +10,7 @@ import pytest
 from fbt import runs
 from fbt.api import train
 from fbt.errors import FbtError
+from fbt.formatting import format_count
 from fbt.models import ModelConfig, build_model
 from fbt.plots import plot_runs
 from fbt.training.config import TrainConfig
@@ -125,10 +126,10 @@ def test_format_runs_table_lines_up_one_row_per_run(run_root):
 
 
 def test_counts_and_metrics_are_written_for_people():
-    assert runs.format_count(1_234_567) == "1.2M"
-    assert runs.format_count(85_300) == "85.3K"
-    assert runs.format_count(2_560_000, decimals=2) == "2.56M"
-    assert runs.format_count(512) == "512"
+    assert format_count(1_234_567) == "1.2M"
+    assert format_count(85_300) == "85.3K"
+    assert format_count(2_560_000, decimals=2) == "2.56M"
+    assert format_count(512) == "512"
     assert runs.format_valid(0.9905, "valid_accuracy") == "99.05% acc"
     assert runs.format_valid(1.7123, "valid_bits_per_byte") == "1.712 bpb"
     assert runs.format_valid(None, "valid_accuracy") == "-"

@@ -4,9 +4,8 @@ import pytest
 import torch
 from tiny_runs import TINY_MODEL, tiny_configs
 
-from fbt import api
+from fbt import api, checkpoint, rundir
 from fbt.errors import FbtError
-from fbt.training import checkpoint
 
 
 def losses(trainer, count):
@@ -76,7 +75,7 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, text_file, mon
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint, "write_json_atomic", killed)
+    monkeypatch.setattr(rundir, "write_json", killed)
     with pytest.raises(KeyboardInterrupt):
         trainer.save()
     monkeypatch.undo()

@@ -11,37 +11,28 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fbt import runlock
+from fbt.checkpoint import find_checkpoint, has_checkpoint
 from fbt.data.text import read_text_bytes, subword_split_text
 from fbt.data.tokenizer import TOKENIZER_FILE, load_tokenizer, train_tokenizer
 from fbt.data.translation import TranslationStream, encode_pairs, load_split_pairs, read_corpus
+from fbt.device import resolve_device
 from fbt.errors import FbtError, warn
 from fbt.models import ModelConfig, build_model
+from fbt.models.config import kv_choice
+from fbt.rundir import CONFIG, ORIGINAL_CONFIG, RESUME_INFO, SUMMARY, load_weights, read_json, write_json_atomic
 from fbt.sampling import check_sampling, generate
 from fbt.tasks import TOKENIZED, Task
-from fbt.training import checkpoint
 from fbt.training.config import TrainConfig
 from fbt.training.describe import describe
 from fbt.training.distributed import Ranks
 from fbt.training.evaluate import evaluate
-from fbt.training.trainer import SUMMARY, Trainer, load_weights
+from fbt.training.trainer import Trainer
 
-ORIGINAL_CONFIG = "config.original.json"  # the run's first config, kept once a resume changes config.json
 UNCONDITIONAL_START = "\n"  # byte-level text has no start token: unconditional samples follow a line break
 # What a resumed run may change: how far it trains, where its data is, and how steps are computed.
 SESSION_SETTINGS = ("accumulate", "precision", "compile", "checkpoint_activations", "tensorboard")
 RESUME_CHANGES = ("steps", "time_budget", "data", *SESSION_SETTINGS)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise FbtError(f"unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FbtError("--device cuda was asked for but CUDA is not available")
-    return device
 
 
 def run_config_dict(model_config: ModelConfig, train_config: TrainConfig) -> dict:
@@ -50,9 +41,9 @@ def run_config_dict(model_config: ModelConfig, train_config: TrainConfig) -> dic
 
 def read_run_config(path: Path) -> tuple[ModelConfig, TrainConfig]:
     """Model and run configuration of a run or checkpoint directory."""
-    data = checkpoint.read_json(Path(path) / "config.json")
+    data = read_json(Path(path) / CONFIG)
     if "model" not in data or "train" not in data:
-        raise FbtError(f"{path}/config.json is corrupt: expected 'model' and 'train' entries")
+        raise FbtError(f"{path}/{CONFIG} is corrupt: expected 'model' and 'train' entries")
     return ModelConfig.from_dict(data["model"]), TrainConfig.from_dict(data["train"])
 
 
@@ -153,7 +144,7 @@ def make_trainer(
 ) -> Trainer:
     """A trainer for a new run in `out`, which must not hold a resumable run."""
     out = Path(out)
-    if checkpoint.has_checkpoint(out):
+    if has_checkpoint(out):
         raise FbtError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if train_config.warmup >= train_config.steps:
         warn(f"warm-up ({train_config.warmup} steps) is not shorter than the run ({train_config.steps} steps): "
@@ -167,17 +158,13 @@ def make_trainer(
     if ranks.main:
         for stale in (ORIGINAL_CONFIG, SUMMARY):
             (out / stale).unlink(missing_ok=True)
-        checkpoint.write_json_atomic(out / "config.json", trainer.run_config)
+        write_json_atomic(out / CONFIG, trainer.run_config)
     ranks.barrier()
     return trainer
 
 
 class NothingToDo(FbtError):
     """A resumed run has already trained as far as asked."""
-
-
-def kv_name(shared: bool) -> str:
-    return "shared" if shared else "per-layer"
 
 
 def conflicting_settings(changes: dict, saved: dict) -> list[str]:
@@ -187,7 +174,7 @@ def conflicting_settings(changes: dict, saved: dict) -> list[str]:
         if name in RESUME_CHANGES or value == saved.get(name, value):
             continue
         if name == "shared_kv":  # the flag is --kv shared|per-layer
-            conflicts.append(f"--kv {kv_name(value)} (the run has {kv_name(saved[name])})")
+            conflicts.append(f"--kv {kv_choice(value)} (the run has {kv_choice(saved[name])})")
         else:
             conflicts.append(f"--{name.replace('_', '-')} {value} (the run has {saved[name]})")
     return conflicts
@@ -198,9 +185,9 @@ def resume_trainer(out: str | Path, device: torch.device, changes: dict | None =
     `steps`, set this call's `time_budget` and repoint `data` to an equal-sized copy; any other setting must
     equal the run's. A changed config is written to config.json, the first one kept as config.original.json."""
     out, changes = Path(out), dict(changes or {})
-    if not (out / "config.json").is_file():
-        raise FbtError(f"no run to resume in {out}: expected config.json written by `fbt train`")
-    if not checkpoint.has_checkpoint(out):
+    if not (out / CONFIG).is_file():
+        raise FbtError(f"no run to resume in {out}: expected {CONFIG} written by `fbt train`")
+    if not has_checkpoint(out):
         raise FbtError(f"{out} holds no checkpoint to resume (it stopped before its first save); start it again "
                        "without --resume")  # fmt: skip
     model_config, saved = read_run_config(out)
@@ -208,7 +195,7 @@ def resume_trainer(out: str | Path, device: torch.device, changes: dict | None =
     if conflicts:
         raise FbtError(f"a resumed run keeps its settings, but these differ: {'; '.join(conflicts)}. Start a new "
                        "run (another --out) to change them")  # fmt: skip
-    done = int(checkpoint.read_json(checkpoint.find_checkpoint(out) / "resume.json").get("step", 0))
+    done = int(read_json(find_checkpoint(out) / RESUME_INFO).get("step", 0))
     steps = changes.get("steps") or saved.steps
     if steps < done:
         raise FbtError(f"{out} is already at step {done}; --steps {steps} would not train (pass --steps > {done} "
@@ -224,8 +211,8 @@ def resume_trainer(out: str | Path, device: torch.device, changes: dict | None =
     check_data_exists(plan)
     if plan != saved and Ranks.current().main:
         if not (out / ORIGINAL_CONFIG).exists():
-            shutil.copyfile(out / "config.json", out / ORIGINAL_CONFIG)
-        checkpoint.write_json_atomic(out / "config.json", run_config_dict(model_config, plan))
+            shutil.copyfile(out / CONFIG, out / ORIGINAL_CONFIG)
+        write_json_atomic(out / CONFIG, run_config_dict(model_config, plan))
     session = dataclasses.replace(plan, time_budget=changes.get("time_budget") or 0.0)
     trainer = build_trainer(model_config, session, out, device)
     trainer.resume()
@@ -241,12 +228,14 @@ def train(
     progress: bool = True,
 ) -> dict:
     """Train a new run in `out`; returns its final metrics (also written to out/summary.json)."""
-    return fit(make_trainer(model_config, train_config, out, resolve_device(device)), progress)
+    with runlock.hold(out, Ranks.current().main):
+        return fit(make_trainer(model_config, train_config, out, resolve_device(device)), progress)
 
 
 def resume(out: str | Path, device: str = "auto", progress: bool = True, **changes: object) -> dict:
     """Continue the run in `out` from its latest checkpoint (`steps=N` extends it; see resume_trainer)."""
-    return fit(resume_trainer(out, resolve_device(device), changes), progress)
+    with runlock.hold(out, Ranks.current().main):
+        return fit(resume_trainer(out, resolve_device(device), changes), progress)
 
 
 def fit(trainer: Trainer, progress: bool = True) -> dict:
@@ -258,7 +247,7 @@ def fit(trainer: Trainer, progress: bool = True) -> dict:
 
 def load_run(path: str | Path, device: str = "auto") -> tuple[nn.Module, Task, ModelConfig, TrainConfig]:
     """The model of a run's latest checkpoint (or of a checkpoint directory), in eval mode."""
-    directory = checkpoint.find_checkpoint(Path(path))
+    directory = find_checkpoint(Path(path))
     model_config, train_config = read_run_config(directory)
     model = build_model(model_config).to(resolve_device(device))
     load_weights(model, directory)
@@ -267,7 +256,7 @@ def load_run(path: str | Path, device: str = "auto") -> tuple[nn.Module, Task, M
 
 def run_task_name(path: str | Path) -> str:
     """The task of a run or checkpoint directory."""
-    return read_run_config(checkpoint.find_checkpoint(Path(path)))[1].task
+    return read_run_config(find_checkpoint(Path(path)))[1].task
 
 
 def checkpoint_task(directory: Path, train_config: TrainConfig) -> Task:

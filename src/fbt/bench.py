@@ -20,6 +20,7 @@ import torch
 
 from fbt.errors import FbtError
 from fbt.models import ModelConfig, build_model, state_nbytes
+from fbt.models.config import kv_choice, shared_kv_of
 from fbt.models.layers import set_activation_checkpointing
 from fbt.training.config import PRECISIONS
 
@@ -49,7 +50,7 @@ def parse_model_spec(spec: str, base: dict) -> tuple[str, ModelConfig, StepOptio
             raise FbtError(f"bad model override {item!r} in {spec!r}; expected key=value")
         key = key.replace("-", "_")
         if key == "kv":
-            values["shared_kv"] = raw == "shared"
+            values["shared_kv"] = shared_kv_of(raw)
             continue
         if key in ("checkpoint", "compile"):
             options[key] = raw in ("1", "true", "True")
@@ -65,7 +66,7 @@ def parse_model_spec(spec: str, base: dict) -> tuple[str, ModelConfig, StepOptio
         values[key] = type(default)(raw) if not isinstance(default, bool) else raw in ("1", "true", "True")
     config = ModelConfig.from_dict(values)
     label = f"{config.model} L{config.layers}" + (
-        "" if config.shared_kv or config.model != "feedback" else " per-layer-kv"
+        "" if config.shared_kv or config.model != "feedback" else f" {kv_choice(False)}-kv"
     )
     step_options = StepOptions(**options)
     return label + step_options.label(), config, step_options

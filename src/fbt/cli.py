@@ -12,12 +12,13 @@ from pathlib import Path
 
 import torch
 
-from fbt import api
+from fbt import api, runlock
 from fbt.cli_parser import DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, build_parser
 from fbt.data.code_exec import ProgramSpec, generate_dataset
 from fbt.data.splits import is_code_exec_dir
+from fbt.device import resolve_device
 from fbt.errors import FbtError, warn
-from fbt.models.config import ModelConfig
+from fbt.models.config import ModelConfig, shared_kv_of
 from fbt.presets import PRESETS, get_preset, preset_summary
 from fbt.training import distributed
 from fbt.training.config import TrainConfig
@@ -28,7 +29,7 @@ def explicit_settings(args: argparse.Namespace) -> dict:
     """Config fields set by flags on the command line (not by a preset or a default)."""
     values = {name: getattr(args, name) for name in (*MODEL_FLAGS, *TRAIN_FLAGS) if getattr(args, name) is not None}
     if args.kv is not None:
-        values["shared_kv"] = args.kv == "shared"
+        values["shared_kv"] = shared_kv_of(args.kv)
     return values
 
 
@@ -77,18 +78,20 @@ def next_commands(run: str, task: str) -> str:
 def run_train_command(args: argparse.Namespace) -> None:
     progress = not args.no_progress
     # Under torchrun: join the process group; every rank trains its slice of the streams, rank 0 reports.
-    device = distributed.start(args.device) if distributed.launched_by_torchrun() else api.resolve_device(args.device)
+    device = distributed.start(args.device) if distributed.launched_by_torchrun() else resolve_device(args.device)
     main_rank = distributed.Ranks.current().main
     if args.resume:
         if args.preset:
             raise FbtError("--resume continues the run with its own saved settings: drop --preset")
-        result = api.fit(api.resume_trainer(args.out, device, explicit_settings(args)), progress)
+        with runlock.hold(args.out, main_rank):
+            result = api.fit(api.resume_trainer(args.out, device, explicit_settings(args)), progress)
     else:
         model_config, train_config, notes = configs_from_args(args)
-        trainer = api.make_trainer(model_config, train_config, args.out, device)
-        for note in notes if main_rank else ():
-            warn(note)
-        result = api.fit(trainer, progress)
+        with runlock.hold(args.out, main_rank):
+            trainer = api.make_trainer(model_config, train_config, args.out, device)
+            for note in notes if main_rank else ():
+                warn(note)
+            result = api.fit(trainer, progress)
     if not main_rank:
         return
     print_result({"run": args.out, **result}, args.json)
@@ -257,7 +260,7 @@ def run_bench_command(args: argparse.Namespace) -> None:
             raise FbtError(f"--{name.replace('_', '-')} must be >= 1")
     base = {name: getattr(args, name) for name in ("dim", "layers", "heads", "ff", "span", "context", "vocab_size")}
     log = (lambda message: print(message, file=sys.stderr)) if args.json else print
-    device = str(api.resolve_device(args.device))
+    device = str(resolve_device(args.device))
     report = run_bench(
         args.models, base, args.batch, args.segment, args.threads, args.repeats, args.steps,
         tuple(args.decode_batches), args.decode_tokens, not args.no_memory, log, device,

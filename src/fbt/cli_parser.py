@@ -10,7 +10,7 @@ from fbt.analysis.cli import add_analyze_parser
 from fbt.cli_rl import add_rl_parser
 from fbt.data.code_exec import OFFICIAL_WEIGHTS
 from fbt.data.splits import SPLITS
-from fbt.models.config import DECODERS, INITS, MEMORY_SOURCES, MODEL_NAMES, ModelConfig
+from fbt.models.config import DECODERS, INITS, KV_CHOICES, MEMORY_SOURCES, MODEL_NAMES, ModelConfig
 from fbt.presets import PRESETS
 from fbt.tasks import TASK_NAMES
 from fbt.training.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
@@ -110,9 +110,7 @@ def add_train_parser(commands) -> None:
     model.add_argument("--span", type=int, help=config_help("past positions attention sees (feedback, xl)", "span"))
     model.add_argument("--context", type=int, help=config_help("gpt context window", "context"))
     model.add_argument("--dropout", type=float, help=config_help("dropout on attention and FF", "dropout"))
-    model.add_argument(
-        "--kv", choices=("shared", "per-layer"), help="feedback: K/V projections of the memory (default: shared)"
-    )
+    model.add_argument("--kv", choices=KV_CHOICES, help="feedback: K/V projections of the memory (default: shared)")
     model.add_argument(
         "--memory", choices=MEMORY_SOURCES, help=config_help("feedback: memory from all layers, the top, one", "memory")
     )

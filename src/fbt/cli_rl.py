@@ -86,31 +86,34 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run_rl_command(args: argparse.Namespace, print_result) -> None:
-    from fbt.api import resolve_device
+    from fbt.device import resolve_device
 
     if args.rl_command == "train":
+        from fbt import runlock
         from fbt.rl.train import RLConfig, RLTrainer
         from fbt.training import distributed
 
         settings = {name: getattr(args, name) for name in RL_FLAGS if getattr(args, name) is not None}
         # Under torchrun: data-parallel PPO, each rank with envs / N environments; rank 0 reports.
         device = distributed.start(args.device) if distributed.launched_by_torchrun() else resolve_device(args.device)
-        progress = not args.no_progress and distributed.Ranks.current().main
-        if args.resume:
-            changed = sorted(set(settings) - {"frames"})
-            if changed:
-                raise FbtError(f"--resume continues the run with its own settings; only --frames may change, not "
-                               f"{', '.join('--' + n.replace('_', '-') for n in changed)}")  # fmt: skip
-            trainer = RLTrainer.resume(args.out, device, settings.get("frames"))
-        else:
-            trainer = RLTrainer.start(RLConfig(**settings), args.out, device)
-        if progress:
-            cfg = trainer.config
-            print(f"fbt rl: {cfg.policy} policy ({sum(p.numel() for p in trainer.policy.parameters()):,} parameters) "
-                  f"on {cfg.env}, {cfg.envs} environments, {cfg.frames:,} frames, PPO updates of "
-                  f"{cfg.frames_per_update:,} frames -> {args.out}", file=sys.stderr)  # fmt: skip
-        result = trainer.fit(progress=progress)
-        if not distributed.Ranks.current().main:
+        main_rank = distributed.Ranks.current().main
+        progress = not args.no_progress and main_rank
+        with runlock.hold(args.out, main_rank):
+            if args.resume:
+                changed = sorted(set(settings) - {"frames"})
+                if changed:
+                    raise FbtError(f"--resume continues the run with its own settings; only --frames may change, "
+                                   f"not {', '.join('--' + n.replace('_', '-') for n in changed)}")  # fmt: skip
+                trainer = RLTrainer.resume(args.out, device, settings.get("frames"))
+            else:
+                trainer = RLTrainer.start(RLConfig(**settings), args.out, device)
+            if progress:
+                cfg = trainer.config
+                print(f"fbt rl: {cfg.policy} policy ({sum(p.numel() for p in trainer.policy.parameters()):,} "
+                      f"parameters) on {cfg.env}, {cfg.envs} environments, {cfg.frames:,} frames, PPO updates of "
+                      f"{cfg.frames_per_update:,} frames -> {args.out}", file=sys.stderr)  # fmt: skip
+            result = trainer.fit(progress=progress)
+        if not main_rank:
             return
         print_result({"run": args.out, **result}, args.json)
         if progress:

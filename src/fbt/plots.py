@@ -12,7 +12,8 @@ from fbt.errors import FbtError
 from fbt.runs import read_config, read_metrics, valid_metric_name
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot drawing to files only (the Agg backend); FbtError without matplotlib."""
     try:
         import matplotlib
 
@@ -23,7 +24,7 @@ def _pyplot():
     return plt
 
 
-def _save(plt, figure, out: str | Path) -> Path:
+def save_figure(plt, figure, out: str | Path) -> Path:
     """Lay out, write (creating the folder) and close a figure; returns where it went."""
     figure.tight_layout()
     out = Path(out)
@@ -46,7 +47,7 @@ def validation_curve(metrics_csv: Path, column: str = "valid_accuracy") -> tuple
 
 def plot_accuracy_curves(curves: dict[str, Path], lines: dict[str, float], out: Path, title: str = "") -> Path:
     """Validation accuracy vs training tokens for each labelled run, with horizontal reference `lines`."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
     for label, path in curves.items():
         tokens, accuracy = validation_curve(Path(path))
@@ -62,7 +63,7 @@ def plot_accuracy_curves(curves: dict[str, Path], lines: dict[str, float], out: 
     axes.legend(fontsize=8, loc="lower right")
     if title:
         axes.set_title(title, fontsize=8)
-    return _save(plt, figure, out)
+    return save_figure(plt, figure, out)
 
 
 # x axis choices of plot_runs: metrics.csv column -> (axis label, scale applied to the values)
@@ -97,7 +98,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens") ->
     x_label, x_scale = X_AXES[x]
     valid_label, valid_scale = VALID_AXES[metric]
 
-    plt = _pyplot()
+    plt = pyplot()
     figure, (loss_axes, valid_axes) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
     for label, task, train_rows, valid_rows in runs:
         xs, ys = _curve(train_rows, x, "train_loss")
@@ -122,7 +123,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens") ->
             axes.legend(fontsize=8)
         else:
             axes.text(0.5, 0.5, "no rows yet", ha="center", va="center", transform=axes.transAxes, color="gray")
-    return _save(plt, figure, out)
+    return save_figure(plt, figure, out)
 
 
 def _curve(rows: list[dict], x: str, column: str) -> tuple[list[float], list[float]]:

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
+from fbt.checkpoint import find_checkpoint
 from fbt.errors import FbtError
-from fbt.training.checkpoint import find_checkpoint, read_json
+from fbt.formatting import format_count
+from fbt.rundir import CHECKPOINTS, CONFIG, METRICS, RESUME_INFO, SUMMARY, WEIGHTS, read_json
 from fbt.training.metrics_log import legacy_kind
 
 # metrics.csv columns that hold text, not numbers
@@ -54,10 +56,10 @@ def higher_is_better(metric: str) -> bool:
 def is_run_dir(path: Path) -> bool:
     """A directory whose config.json names a model and a training run (checkpoint directories excluded)."""
     path = Path(path)
-    if not (path / "config.json").is_file() or (path / "model.safetensors").exists():
+    if not (path / CONFIG).is_file() or (path / WEIGHTS).exists():
         return False
     try:
-        config = read_json(path / "config.json")
+        config = read_json(path / CONFIG)
     except FbtError:
         return False
     return "model" in config and "train" in config
@@ -68,13 +70,13 @@ def read_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise FbtError(f"no such run directory: {path}")
-    if (path / "model.safetensors").exists() and path.parent.name == "checkpoints":
+    if (path / WEIGHTS).exists() and path.parent.name == CHECKPOINTS:
         raise FbtError(f"{path} is a checkpoint; pass its run directory {path.parent.parent}")
-    if not (path / "config.json").is_file():
-        raise FbtError(f"no run in {path}: expected config.json written by `fbt train`")
-    config = read_json(path / "config.json")  # raises, naming the file, when it is corrupt
+    if not (path / CONFIG).is_file():
+        raise FbtError(f"no run in {path}: expected {CONFIG} written by `fbt train`")
+    config = read_json(path / CONFIG)  # raises, naming the file, when it is corrupt
     if not isinstance(config.get("model"), dict) or not isinstance(config.get("train"), dict):
-        raise FbtError(f"no run in {path}: {path / 'config.json'} has no 'model' and 'train' entries")
+        raise FbtError(f"no run in {path}: {path / CONFIG} has no 'model' and 'train' entries")
     return config
 
 
@@ -105,7 +107,7 @@ def find_runs(root: str | Path) -> list[RunInfo]:
 def is_rl_run(path: Path) -> bool:
     """A run directory written by `fbt rl train` (its config.json holds an "rl" entry)."""
     try:
-        with open(Path(path) / "config.json") as handle:
+        with open(Path(path) / CONFIG) as handle:
             return "rl" in json.load(handle)
     except (OSError, ValueError, TypeError):
         return False
@@ -113,10 +115,8 @@ def is_rl_run(path: Path) -> bool:
 
 def _looks_like_run(path: Path) -> bool:
     # A corrupt config.json beside a run's other files is reported (by run_info) rather than silently skipped.
-    has_run_files = (path / "config.json").is_file() and (
-        (path / "checkpoints").is_dir() or (path / "metrics.csv").is_file()
-    )
-    return is_run_dir(path) or (has_run_files and not (path / "model.safetensors").exists())
+    has_run_files = (path / CONFIG).is_file() and ((path / CHECKPOINTS).is_dir() or (path / METRICS).is_file())
+    return is_run_dir(path) or (has_run_files and not (path / WEIGHTS).exists())
 
 
 def run_info(path: str | Path) -> RunInfo:
@@ -130,9 +130,9 @@ def run_info(path: str | Path) -> RunInfo:
         checkpoint_dir: Path | None = find_checkpoint(path)
     except FbtError:
         checkpoint_dir = None
-    resume = read_json(checkpoint_dir / "resume.json") if checkpoint_dir else {}
+    resume = read_json(checkpoint_dir / RESUME_INFO) if checkpoint_dir else {}
     step = int(resume.get("step", 0))
-    summary_path = path / "summary.json"
+    summary_path = path / SUMMARY
     summary = read_json(summary_path) if summary_path.is_file() else None
     _, valid_rows = read_metrics(path)
     return RunInfo(
@@ -140,7 +140,7 @@ def run_info(path: str | Path) -> RunInfo:
         model=str(model.get("model", "?")),
         task=task,
         layers=int(model.get("layers", 0)),
-        parameters=count_parameters(checkpoint_dir / "model.safetensors") if checkpoint_dir else None,
+        parameters=count_parameters(checkpoint_dir / WEIGHTS) if checkpoint_dir else None,
         step=step,
         steps=steps,
         tokens=int(resume.get("tokens", 0)),
@@ -190,7 +190,7 @@ def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
     """(train rows, valid rows) of a run's metrics.csv, numbers parsed and empty cells left out."""
     path = Path(path)
     read_config(path)
-    metrics_csv = path / "metrics.csv"
+    metrics_csv = path / METRICS
     train_rows: list[dict] = []
     valid_rows: list[dict] = []
     if not metrics_csv.is_file():
@@ -223,21 +223,13 @@ def show_run(path: str | Path) -> dict:
     if is_rl_run(path):
         raise FbtError(f"{path} is a reinforcement-learning run: see `fbt rl eval` and `fbt rl plot`")
     info = run_info(path)
-    summary_path = path / "summary.json"
+    summary_path = path / SUMMARY
     return {
         "run": str(path),
         "config": read_config(path),
         "summary": read_json(summary_path) if summary_path.is_file() else None,
         "info": info.to_json(),
     }
-
-
-def format_count(count: int, decimals: int = 1) -> str:
-    """1234567 -> "1.2M" (decimals=1); small counts stay whole."""
-    for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if count >= threshold:
-            return f"{count / threshold:.{decimals}f}{suffix}"
-    return str(count)
 
 
 def format_valid(value: float | None, metric: str) -> str:

@@ -131,6 +131,7 @@ def analysis_report(args: argparse.Namespace):
 def hessian_command(args: argparse.Namespace):
     from fbt.analysis import hessian as module
     from fbt.analysis.common import run_subject
+    from fbt.checkpoint import complete_checkpoints
 
     if args.samples < 2 or args.lanczos_steps < 1 or args.top < 1:
         raise FbtError("--samples must be >= 2 (for a standard error), --lanczos-steps and --top >= 1")
@@ -139,7 +140,7 @@ def hessian_command(args: argparse.Namespace):
     if args.over_checkpoints:
         series = {}
         for run in args.over_checkpoints:
-            found = module.checkpoints_of(Path(run))
+            found = complete_checkpoints(Path(run))
             if not found:
                 raise FbtError(f"{run} holds no complete checkpoint")
             series[run] = []

@@ -13,10 +13,10 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from fbt.checkpoint import find_checkpoint
 from fbt.data.code_exec import IGNORE_INDEX
 from fbt.errors import FbtError
 from fbt.models import ModelConfig, build_model
-from fbt.training import checkpoint
 
 
 @dataclass
@@ -44,7 +44,7 @@ def load_subject(run: str | None, config: ModelConfig | None, batch: int, segmen
         model = build_model(config)
         tokens = torch.randint(0, config.vocab_size, (batch, segment + 1), generator=generator)
         return Subject(model.to(dtype).eval(), tokens[:, :-1], tokens[:, 1:], config.model)
-    return run_subject(checkpoint.find_checkpoint(Path(run)), batch, segment, dtype, str(run))
+    return run_subject(find_checkpoint(Path(run)), batch, segment, dtype, str(run))
 
 
 def run_subject(directory: Path, batch: int, segment: int, dtype: torch.dtype, label: str) -> Subject:

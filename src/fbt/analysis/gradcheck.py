@@ -151,9 +151,9 @@ def format_report(report: dict) -> str:
 
 
 def plot_step_sweep(report: dict, out) -> None:
-    from fbt.plots import _pyplot, _save
+    from fbt.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6, 4))
     sweep = report["step_sweep"]
     for key in ("float64", "float32"):
@@ -167,4 +167,4 @@ def plot_step_sweep(report: dict, out) -> None:
     axis.set_ylabel("relative error of the central difference")
     axis.set_title(f"{report['model']}: truncation (∝h²) vs rounding (∝ε/h)", fontsize=9)
     axis.legend()
-    _save(plt, figure, out)
+    save_figure(plt, figure, out)

@@ -11,13 +11,11 @@ first (the same products as power iteration, but every one of them used).
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch.func import grad, jvp
 
 from fbt.analysis.common import Subject, loss_function, parameters, reference_path
-from fbt.training.checkpoint import is_complete
 
 Vector = dict[str, torch.Tensor]
 
@@ -109,12 +107,6 @@ def hessian_report(subject: Subject, samples: int = 32, lanczos_steps: int = 30,
     }
 
 
-def checkpoints_of(run: Path) -> list[Path]:
-    """A run's complete checkpoints, oldest first."""
-    found = sorted((Path(run) / "checkpoints").glob("step-*"))
-    return [path for path in found if is_complete(path)]
-
-
 def format_report(report: dict) -> str:
     top = ", ".join(f"{value:.4g}" for value in report["top_eigenvalues"])
     over = "".join(
@@ -131,9 +123,9 @@ def format_report(report: dict) -> str:
 
 def plot_over_training(series: dict[str, list[tuple[int, float]]], out) -> None:
     """Top eigenvalue against training step, one line per run."""
-    from fbt.plots import _pyplot, _save
+    from fbt.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6, 4))
     for label, points in series.items():
         axis.plot([s for s, _ in points], [v for _, v in points], marker="o", label=label)
@@ -141,4 +133,4 @@ def plot_over_training(series: dict[str, list[tuple[int, float]]], out) -> None:
     axis.set_ylabel("top Hessian eigenvalue")
     axis.set_title("sharpness of the loss along training", fontsize=9)
     axis.legend(fontsize=8)
-    _save(plt, figure, out)
+    save_figure(plt, figure, out)

@@ -86,9 +86,9 @@ def format_report(report: dict) -> str:
 
 
 def plot_report(report: dict, out) -> None:
-    from fbt.plots import _pyplot, _save
+    from fbt.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6, 4))
     rows = report["shapes"]
     positions = range(len(rows))
@@ -99,4 +99,4 @@ def plot_report(report: dict, out) -> None:
     axis.set_ylabel("seconds per Jacobian")
     axis.set_title(f"{report['model']}: the mode follows the shape (n_in -> n_out)", fontsize=9)
     axis.legend()
-    _save(plt, figure, out)
+    save_figure(plt, figure, out)

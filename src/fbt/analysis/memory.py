@@ -101,9 +101,9 @@ def memory_jacobian_norms(model, subject: Subject, zeros: torch.Tensor, seed: in
 
 
 def plot_dependence(reports: list[dict], out) -> None:
-    from fbt.plots import _pyplot, _save
+    from fbt.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for index, report in enumerate(reports):
         color = f"C{index}"
@@ -120,7 +120,7 @@ def plot_dependence(reports: list[dict], out) -> None:
     axis.set_ylabel("mean gradient norm (zero drawn at 1e-12)")
     axis.set_title("how far back the loss depends on the past (dotted: span, L·span for Transformer-XL)", fontsize=9)
     axis.legend(fontsize=7)
-    _save(plt, figure, out)
+    save_figure(plt, figure, out)
 
 
 def format_report(report: dict) -> str:

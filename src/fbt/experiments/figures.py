@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fbt.plots import _pyplot, _save
+from fbt.plots import pyplot, save_figure
 
 Point = tuple[float, float, float, float]  # (x, mean, min, max) over seeds
 LINE_STYLES = (":", "--", "-.", (0, (1, 3)))
@@ -39,7 +39,7 @@ def plot_metric_vs_setting(
 ) -> Path:
     """One line per series of (x, mean, min, max) points, the band spanning the seeds; `marks` are single
     published points (x, value, label, series label) drawn as stars."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6.5, 4.2), dpi=120)
     colours = {}
     for label, points in series.items():
@@ -56,14 +56,14 @@ def plot_metric_vs_setting(
             axes.set_xscale("log", base=2)
             axes.set_xticks(values, [f"{v:g}" for v in values])
     _finish(axes, x_label, y_label, title)
-    return _save(plt, figure, out)
+    return save_figure(plt, figure, out)
 
 
 def plot_bars(
     bars: dict[str, tuple[float, float, float]], y_label: str, out: Path, title: str = "", lines=None
 ) -> Path:
     """One bar per setting: its mean over seeds, with the min–max range as an error bar."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(1.6 + 1.3 * len(bars), 4.2), dpi=120)
     labels = list(bars)
     means = [bars[k][0] for k in labels]
@@ -72,7 +72,7 @@ def plot_bars(
     axes.set_xticks(range(len(labels)), [label.replace(", ", "\n") for label in labels], fontsize=7)
     _reference_lines(axes, lines or {})
     _finish(axes, "", y_label, title)
-    return _save(plt, figure, out)
+    return save_figure(plt, figure, out)
 
 
 FAMILY_MAPS = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys")
@@ -103,19 +103,19 @@ def plot_curves(
     lines: dict[str, float] | None = None,
 ) -> Path:
     """Validation metric over training, one line per setting (mean over its seeds)."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.4), dpi=120)
     colours = family_colours(plt, list(curves))
     for label, (xs, ys) in curves.items():
         axes.plot(xs, ys, marker="o", markersize=2.5, linewidth=1.2, color=colours[label], label=label)
     _reference_lines(axes, lines or {})
     _finish(axes, x_label, y_label, title)
-    return _save(plt, figure, out)
+    return save_figure(plt, figure, out)
 
 
 def plot_memory_mix(panels: dict[str, tuple[list[int], list[list[float]]]], out: Path) -> Path:
     """softmax(w) over training for each feedback cell: the weight of x^0 (embedding) .. x^L in its memory."""
-    plt = _pyplot()
+    plt = pyplot()
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
     figure, grid = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), dpi=120, squeeze=False)
@@ -127,7 +127,7 @@ def plot_memory_mix(panels: dict[str, tuple[list[int], list[list[float]]]], out:
         _finish(axes, "training step", "weight in the memory", label)
     for axes in list(grid.flat)[len(panels) :]:
         axes.set_visible(False)
-    return _save(plt, figure, out)
+    return save_figure(plt, figure, out)
 
 
 def plot_decode_speed(
@@ -135,7 +135,7 @@ def plot_decode_speed(
 ) -> Path:
     """Left: generated tokens per second against depth, a colour per model and a line style per batch size;
     right: state bytes per token of context."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, (speed_axes, state_axes) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
     colours = {family: f"C{i}" for i, family in enumerate(state)}
     batches = list(dict.fromkeys(batch for _, batch in decode))
@@ -154,4 +154,4 @@ def plot_decode_speed(
     state_axes.set_ylim(bottom=0)
     _finish(speed_axes, "layers", "generated tokens per second", "decoding speed")
     _finish(state_axes, "layers", "state bytes per token of context", "decoding state")
-    return _save(plt, figure, out)
+    return save_figure(plt, figure, out)

@@ -16,8 +16,8 @@ from pathlib import Path
 from fbt.errors import FbtError
 from fbt.experiments import figures
 from fbt.experiments.grid import load_grid
+from fbt.rundir import read_json
 from fbt.runs import read_config, read_metrics
-from fbt.training import checkpoint
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,7 +35,7 @@ def read_results(out: Path) -> list[dict]:
     paths = sorted((Path(out) / "results").glob("*.json"))
     if not paths:
         raise FbtError(f"no finished cells in {out}/results (run `fbt experiment` first)")
-    results = [checkpoint.read_json(path) for path in paths]
+    results = [read_json(path) for path in paths]
     try:
         order = {cell.name: i for i, cell in enumerate(load_grid(str(Path(out) / "grid.toml"), Path(out)).cells)}
     except FbtError:
@@ -322,7 +322,7 @@ class ReportWriter:
     def host(self) -> None:
         host = self.out / "host.json"
         if host.is_file():
-            info = checkpoint.read_json(host)
+            info = read_json(host)
             self.lines += ["## Where it ran", "", ", ".join(f"{k}: {v}" for k, v in info.items()), ""]
         if "train" in self.results[0]:
             seconds = sum(r["train"].get("elapsed_s", 0) for r in self.results)

@@ -28,10 +28,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fbt.checkpoint import has_checkpoint
 from fbt.data.code_exec import generate_dataset
 from fbt.errors import FbtError
 from fbt.experiments.grid import MODEL_FIELDS, Cell, Grid
-from fbt.training import checkpoint
+from fbt.models.config import kv_choice
+from fbt.rundir import SUMMARY, read_json, write_json_atomic
 
 FBT = [sys.executable, "-m", "fbt.cli"]
 INTERRUPTED = 130
@@ -42,7 +44,7 @@ def train_flags(settings: dict) -> list[str]:
     flags = []
     for key, value in settings.items():
         if key == "shared_kv":
-            flags += ["--kv", "shared" if value else "per-layer"]
+            flags += ["--kv", kv_choice(value)]
         elif isinstance(value, bool):
             flags.append(f"--{'' if value else 'no-'}{key.replace('_', '-')}")
         else:
@@ -76,13 +78,13 @@ def describe(cell: Cell) -> dict:
 def run_cell(cell: Cell, out: Path, threads: int) -> dict:
     result_path = out / "results" / f"{cell.name}.json"
     if result_path.exists():
-        return checkpoint.read_json(result_path)
+        return read_json(result_path)
     run_dir = out / "cells" / cell.name
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "train.log"
     command = ["train", *train_flags(cell.settings), "--out", str(run_dir)]
     common = ["--threads", str(threads), "--no-progress", "--json"]
-    if checkpoint.has_checkpoint(run_dir):
+    if has_checkpoint(run_dir):
         run_fbt(["train", "--resume", "--out", str(run_dir), *common], log)
     else:
         run_fbt([*command, *common], log)
@@ -93,10 +95,10 @@ def run_cell(cell: Cell, out: Path, threads: int) -> dict:
         "train_command": f"fbt {shlex.join(command)}",
         "eval_command": f"fbt {shlex.join(evaluation)}",
         "test": test,
-        "train": checkpoint.read_json(run_dir / "summary.json"),
+        "train": read_json(run_dir / SUMMARY),
     }
     result_path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_json_atomic(result_path, result)
+    write_json_atomic(result_path, result)
     return result
 
 
@@ -118,7 +120,7 @@ def bench_command(grid: Grid, cells: list[Cell], threads: int) -> list[str]:
         model = {k: v for k, v in cell.settings.items() if k in MODEL_FIELDS}  # `peak_memory` is a bench option
         overrides = [f"{k}={v}" for k, v in model.items() if k not in BENCH_MODEL_KEYS]
         if "shared_kv" in model:
-            overrides.append(f"kv={'shared' if model['shared_kv'] else 'per-layer'}")
+            overrides.append(f"kv={kv_choice(model['shared_kv'])}")
         specs.append(f"{model.get('model', 'feedback')}:{','.join(overrides)}")
     options = {k: v for k, v in cells[0].settings.items() if k not in MODEL_FIELDS}
     for key, value in options.items():
@@ -146,7 +148,7 @@ def run_bench_cells(grid: Grid, out: Path, threads: int) -> None:
             "bench_command": f"fbt {shlex.join(command)}",
             "bench": {**entry, **{k: v for k, v in report.items() if k != "models"}},
         }
-        checkpoint.write_json_atomic(out / "results" / f"{cell.name}.json", result)
+        write_json_atomic(out / "results" / f"{cell.name}.json", result)
 
 
 def host_info(threads: int, jobs: int) -> dict:
@@ -176,10 +178,10 @@ def run_grid(grid: Grid, out: Path, jobs: int = 1, threads: int = 1, progress: b
     out.mkdir(parents=True, exist_ok=True)
     if grid.path.resolve() != (out / "grid.toml").resolve():
         shutil.copyfile(grid.path, out / "grid.toml")
-    checkpoint.write_json_atomic(out / "host.json", host_info(threads, jobs if grid.command == "train" else 1))
+    write_json_atomic(out / "host.json", host_info(threads, jobs if grid.command == "train" else 1))
     if grid.command == "bench":
         run_bench_cells(grid, out, threads)
-        ordered = [checkpoint.read_json(out / "results" / f"{cell.name}.json") for cell in grid.cells]
+        ordered = [read_json(out / "results" / f"{cell.name}.json") for cell in grid.cells]
         write_table(ordered, out / "results.csv")
         return ordered
     write_datasets(grid, out)

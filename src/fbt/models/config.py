@@ -6,11 +6,13 @@ import dataclasses
 from dataclasses import dataclass
 
 from fbt.errors import FbtError
+from fbt.rundir import config_from_dict
 
 MODEL_NAMES = ("feedback", "transformer-xl", "gpt", "lstm", "seq2seq")
 DECODERS = ("feedback", "transformer")  # seq2seq decoders
 MEMORY_SOURCES = ("all", "top", "layer")
 INITS = ("paper", "gpt2")  # see layers.py
+KV_CHOICES = ("shared", "per-layer")  # the values of --kv, which sets `shared_kv`
 
 
 @dataclass
@@ -65,8 +67,16 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FbtError(f"unknown model config keys: {', '.join(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "model")
+
+
+def kv_choice(shared_kv: bool) -> str:
+    """The --kv value of `shared_kv`."""
+    return KV_CHOICES[0] if shared_kv else KV_CHOICES[1]
+
+
+def shared_kv_of(choice: str) -> bool:
+    """`shared_kv` of a --kv value."""
+    if choice not in KV_CHOICES:
+        raise FbtError(f"unknown K/V choice {choice!r}; choose one of {', '.join(KV_CHOICES)}")
+    return choice == KV_CHOICES[0]

@@ -13,14 +13,21 @@ from pathlib import Path
 import torch
 
 from fbt import sampling
+from fbt.checkpoint import find_checkpoint
 from fbt.decoding import check_search, max_translation_tokens, search
 from fbt.errors import FbtError
 from fbt.models.config import ModelConfig
-from fbt.training import checkpoint
-
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-GENERATION_FILE = "generation_config.json"
+from fbt.rundir import (
+    CHECKPOINTS,
+    CONFIG,
+    GENERATION_CONFIG,
+    WEIGHTS,
+    finite_weights,
+    load_weights,
+    read_json,
+    write_json_atomic,
+    write_tensors_atomic,
+)
 
 
 class PretrainedModel:
@@ -52,42 +59,37 @@ class PretrainedModel:
         `generation_config`) into `directory`, each file atomically."""
         directory = Path(directory)
         settings = self.generation_settings(**(generation_config or {}))
-        if (directory / "checkpoints").is_dir():
+        if (directory / CHECKPOINTS).is_dir():
             raise FbtError(f"{directory} holds a training run; save the model to another directory")
-        weights = self.state_dict()
-        for name, tensor in weights.items():
-            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                raise FbtError(f"refusing to save to {directory}: weight {name} holds NaN or infinite values")
+        weights = finite_weights(self, f"to {directory}")
         directory.mkdir(parents=True, exist_ok=True)
-        checkpoint.save_tensors_atomic(directory / WEIGHTS_FILE, weights)
-        checkpoint.write_json_atomic(directory / GENERATION_FILE, settings)
-        checkpoint.write_json_atomic(directory / CONFIG_FILE, self.config.to_dict())
+        write_tensors_atomic(directory / WEIGHTS, weights)
+        write_json_atomic(directory / GENERATION_CONFIG, settings)
+        write_json_atomic(directory / CONFIG, self.config.to_dict())
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> PretrainedModel:
         """The model saved in `path` (see the module's docstring), on `device`, in eval mode."""
-        # Imported here: fbt.models imports the families, which import this module; and a model's import
-        # should not pull in the training loop.
+        # Imported here: fbt.models imports the families, which import this module.
         from fbt.models import build_model, model_class
-        from fbt.training.trainer import load_weights
 
         path = Path(path)
         if not path.is_dir():
             raise FbtError(f"no such model directory: {path}")
-        directory = checkpoint.find_checkpoint(path) if (path / "checkpoints").is_dir() else path
-        config = read_model_config(directory / CONFIG_FILE)
+        directory = find_checkpoint(path) if (path / CHECKPOINTS).is_dir() else path
+        config = read_model_config(directory / CONFIG)
         family = model_class(config.model)
         if not issubclass(family, cls):
             raise FbtError(f"{path} holds a {config.model} model ({family.__name__}), not a {cls.__name__}; "
                            "fbt.models.from_pretrained loads any family")  # fmt: skip
         model = build_model(config)
         load_weights(model, directory)
-        if (directory / GENERATION_FILE).is_file():
-            model.generation_config = checkpoint.read_json(directory / GENERATION_FILE)
+        if (directory / GENERATION_CONFIG).is_file():
+            model.generation_config = read_json(directory / GENERATION_CONFIG)
             try:
                 model.generation_settings()
             except FbtError as error:
-                raise FbtError(f"{directory / GENERATION_FILE} is invalid: {error}") from None
+                raise FbtError(f"{directory / GENERATION_CONFIG} is invalid: {error}") from None
         return model.to(device).eval()
 
     def as_batch(self, ids: torch.Tensor | list[int]) -> torch.Tensor:
@@ -168,7 +170,7 @@ class PretrainedSeq2Seq(PretrainedModel):
 
 def read_model_config(path: Path) -> ModelConfig:
     """The ModelConfig in a config.json: flat (save_pretrained) or a run's {"model": ..., "train": ...}."""
-    data = checkpoint.read_json(path)
+    data = read_json(path)
     data = data["model"] if isinstance(data.get("model"), dict) else data
     try:
         return ModelConfig.from_dict(data)

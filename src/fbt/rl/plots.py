@@ -10,15 +10,16 @@ import numpy as np
 
 from fbt.errors import FbtError
 from fbt.rl.train import read_rl_config
+from fbt.rundir import METRICS
 
 
 def read_curve(run: Path, column: str) -> tuple[np.ndarray, np.ndarray]:
     """Frames and `column` of a run's metrics.csv (updates that finished no episode are skipped)."""
     try:
-        with open(run / "metrics.csv", newline="") as handle:
+        with open(run / METRICS, newline="") as handle:
             rows = [row for row in csv.DictReader(handle) if row.get(column)]
     except FileNotFoundError:
-        raise FbtError(f"{run} has no metrics.csv") from None
+        raise FbtError(f"{run} has no {METRICS}") from None
     return np.array([float(r["frames"]) for r in rows]), np.array([float(r[column]) for r in rows])
 
 

@@ -1,6 +1,6 @@
 """An RL run: its configuration, the training loop around PPO, checkpoints, resume and metrics.
 
-A run directory looks like one of `fbt train` (training/checkpoint.py): config.json with {"rl": {...}},
+A run directory looks like one of `fbt train` (checkpoint.py): config.json with {"rl": {...}},
 metrics.csv with one row per update, checkpoints/ with the policy (safetensors) and the optimiser and RNG state.
 Environments hold no saved state: a resumed run starts fresh episodes (seeded from the run's seed and the
 update it resumes at) and continues the weights, optimiser, RNG streams, frame count and metrics.
@@ -8,7 +8,6 @@ update it resumes at) and continues the weights, optimiser, RNG streams, frame c
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import time
@@ -20,13 +19,26 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from fbt.checkpoint import find_checkpoint, has_checkpoint, save_checkpoint
 from fbt.errors import FbtError
 from fbt.rl.envs import check_env_id, make_env, make_vector_env, success_return
 from fbt.rl.policies import POLICY_NAMES, Policy, core_config
 from fbt.rl.ppo import Actor, EpisodeTracker, PPOSettings, update
-from fbt.training import checkpoint
+from fbt.rundir import (
+    CONFIG,
+    METRICS,
+    RESUME_INFO,
+    RESUME_TENSORS,
+    config_from_dict,
+    finite_weights,
+    load_tensors,
+    load_weights,
+    read_json,
+    write_json_atomic,
+)
 from fbt.training.distributed import Ranks
 from fbt.training.interrupt import stop_on_signals
+from fbt.training.metrics_log import CsvLog
 from fbt.training.state_io import RNG, optimizer_from_flat, optimizer_to_flat
 
 COLUMNS = ("update", "frames", "elapsed_s", "frames_per_s", "episodes", "success_rate", "mean_return", "mean_length",
@@ -91,10 +103,7 @@ class RLConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> RLConfig:
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise FbtError(f"unknown RL config keys: {', '.join(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "RL")
 
 
 def build_policy(config: RLConfig) -> Policy:
@@ -110,22 +119,18 @@ def build_policy(config: RLConfig) -> Policy:
 
 
 def read_rl_config(path: Path) -> RLConfig:
-    data = checkpoint.read_json(Path(path) / "config.json")
+    data = read_json(Path(path) / CONFIG)
     if "rl" not in data:
-        raise FbtError(f"{path} is not a reinforcement-learning run (its config.json has no 'rl' entry)")
+        raise FbtError(f"{path} is not a reinforcement-learning run (its {CONFIG} has no 'rl' entry)")
     return RLConfig.from_dict(data["rl"])
 
 
 def load_policy(path: str | Path, device: torch.device) -> tuple[Policy, RLConfig, Path]:
     """The policy of a run's latest checkpoint (or of a checkpoint directory), in eval mode."""
-    directory = checkpoint.find_checkpoint(Path(path))
+    directory = find_checkpoint(Path(path))
     config = read_rl_config(directory)
     policy = build_policy(config).to(device)
-    weights = checkpoint.load_tensors(directory / "model.safetensors")
-    try:
-        policy.load_state_dict(weights)
-    except RuntimeError as error:
-        raise FbtError(f"{directory} does not match its config: {str(error).splitlines()[0]}") from None
+    load_weights(policy, directory)
     return policy.eval(), config, directory
 
 
@@ -147,8 +152,9 @@ class RLTrainer:
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
         self.generator = torch.Generator().manual_seed(config.seed)  # minibatch order
         self.update_index, self.elapsed = 0, 0.0
+        self.metrics = CsvLog(self.out / METRICS, COLUMNS, active=self.ranks.main)
         if resume:
-            self.load(checkpoint.find_checkpoint(self.out))
+            self.load(find_checkpoint(self.out))
         if self.ranks.rank:  # other ranks sample other actions
             torch.manual_seed(config.seed * 1_000_003 + self.update_index + 7_919 * self.ranks.rank)
         self.tracker = EpisodeTracker(local_envs, success_return(make_env(config.env)))
@@ -160,26 +166,26 @@ class RLTrainer:
     @classmethod
     def start(cls, config: RLConfig, out: str | Path, device: torch.device) -> RLTrainer:
         out = Path(out)
-        if checkpoint.has_checkpoint(out):
+        if has_checkpoint(out):
             raise FbtError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         trainer = cls(config, out, device)
+        trainer.metrics.reset()  # left by a start that stopped before its first save
         if trainer.ranks.main:
             out.mkdir(parents=True, exist_ok=True)
-            (out / "metrics.csv").unlink(missing_ok=True)  # left by a start that stopped before its first save
-            checkpoint.write_json_atomic(out / "config.json", {"rl": config.to_dict()})
+            write_json_atomic(out / CONFIG, {"rl": config.to_dict()})
         trainer.ranks.barrier()
         return trainer
 
     @classmethod
     def resume(cls, out: str | Path, device: torch.device, frames: int | None = None) -> RLTrainer:
         out = Path(out)
-        if not checkpoint.has_checkpoint(out):
+        if not has_checkpoint(out):
             raise FbtError(f"{out} holds no RL run to resume (no checkpoint); start it without --resume")
         config = read_rl_config(out)
         if frames is not None and frames != config.frames:
             config = dataclasses.replace(config, frames=frames)
             if Ranks.current().main:
-                checkpoint.write_json_atomic(out / "config.json", {"rl": config.to_dict()})
+                write_json_atomic(out / CONFIG, {"rl": config.to_dict()})
         return cls(config, out, device, resume=True)
 
     @property
@@ -189,38 +195,25 @@ class RLTrainer:
     def save(self) -> Path | None:
         if not self.ranks.main:
             return None
-        weights = self.policy.state_dict()
-        if not all(torch.isfinite(w).all() for w in weights.values()):
-            raise FbtError("the policy's weights are not finite: no checkpoint written")
+        weights = finite_weights(self.policy, f"update {self.update_index}")
         tensors, optimizer_info = optimizer_to_flat(self.optimizer)
         tensors = {**tensors, RNG: torch.get_rng_state(), "rng.minibatch": self.generator.get_state()}
         info = {"update": self.update_index, "frames": self.frames, "elapsed_s": self.elapsed,
                 "optimizer": optimizer_info}  # fmt: skip
-        return checkpoint.save_checkpoint(self.out, self.update_index, {"rl": self.config.to_dict()}, weights,
+        return save_checkpoint(self.out, self.update_index, {"rl": self.config.to_dict()}, weights,
                                           tensors, info)  # fmt: skip
 
     def load(self, directory: Path) -> None:
-        try:
-            self.policy.load_state_dict(checkpoint.load_tensors(directory / "model.safetensors"))
-        except RuntimeError as error:
-            raise FbtError(f"{directory} does not match the run's config: {str(error).splitlines()[0]}") from None
-        tensors = checkpoint.load_tensors(directory / "resume.safetensors")
-        info = checkpoint.read_json(directory / "resume.json")
+        load_weights(self.policy, directory)
+        tensors = load_tensors(directory / RESUME_TENSORS)
+        info = read_json(directory / RESUME_INFO)
         optimizer_from_flat(self.optimizer, tensors, info["optimizer"])
         torch.set_rng_state(tensors[RNG])
         self.generator.set_state(tensors["rng.minibatch"])
         self.update_index, self.elapsed = int(info["update"]), float(info["elapsed_s"])
 
     def log(self, row: dict) -> None:
-        if not self.ranks.main:
-            return
-        path = self.out / "metrics.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-            if new:
-                writer.writeheader()
-            writer.writerow({name: (f"{v:.6g}" if isinstance(v, float) else v) for name, v in row.items()})
+        self.metrics.append({name: (f"{v:.6g}" if isinstance(v, float) else v) for name, v in row.items()})
 
     def fit(self, progress: bool = True) -> dict:
         cfg = self.config

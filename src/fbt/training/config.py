@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from fbt.errors import FbtError
+from fbt.rundir import config_from_dict
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
@@ -101,8 +102,4 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FbtError(f"unknown run config keys: {', '.join(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "run")

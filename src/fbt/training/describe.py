@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from fbt.runs import format_count
+from fbt.formatting import format_count
+from fbt.models.config import kv_choice
 from fbt.training.trainer import Trainer
 
 
@@ -18,7 +19,7 @@ def model_line(model: dict) -> str:
             f"layer{plural}, d{model['dim']}, {model['heads']} heads, FF{model['ff']}"
         )
         if model["decoder"] == "feedback":
-            shape += f", span {model['span']}, {'shared' if model['shared_kv'] else 'per-layer'} K/V"
+            shape += f", span {model['span']}, {kv_choice(model['shared_kv'])} K/V"
         return shape
     shape = f"{name}, {layers} layer{plural}, d{model['dim']}"
     if name != "lstm":
@@ -28,7 +29,7 @@ def model_line(model: dict) -> str:
     if name == "gpt":
         shape += f", context {model['context']}"
     if name == "feedback":
-        shape += f", {'shared' if model['shared_kv'] else 'per-layer'} K/V, memory from {model['memory']}"
+        shape += f", {kv_choice(model['shared_kv'])} K/V, memory from {model['memory']}"
     return shape
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from fbt.data.translation import TranslationBatch
+from fbt.device import resolve_device
 from fbt.errors import FbtError
 
 # The dimension of B in each carried-state tensor, per model family (negative: counted from the end, for the
@@ -33,17 +34,11 @@ def launched_by_torchrun() -> bool:
 
 def start(device_name: str) -> torch.device:
     """Joins the process group torchrun describes in the environment; returns this rank's device."""
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise FbtError("--device cuda was asked for but CUDA is not available")
-    if device_name not in ("auto", "cpu", "cuda"):
-        raise FbtError(f"under torchrun each rank picks its device: pass --device cpu, cuda or auto, not {device_name}")
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    if use_cuda:
+    device = resolve_device(device_name, int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return device
 
 

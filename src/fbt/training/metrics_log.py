@@ -1,5 +1,8 @@
 """Appends one CSV row per logged step or evaluation; a resumed run keeps appending to the same file.
 
+CsvLog is the plain file (fixed columns, the header with the first row), also RL's metrics.csv; MetricsLog
+adds the training columns and TensorBoard.
+
 Rows are typed by their first column, `kind`: "train" rows hold the training columns (means over the logging
 window), "valid" rows the validation metrics of a pass at that step. With `tensorboard`, the same numbers also
 go to TensorBoard event files in the run directory (`tensorboard --logdir RUN`), as "train/loss",
@@ -45,10 +48,33 @@ def legacy_kind(row: dict) -> str | None:
     return None
 
 
-class MetricsLog:
-    def __init__(self, path: Path, tensorboard: bool = False, active: bool = True):
+class CsvLog:
+    def __init__(self, path: Path, columns: tuple[str, ...], active: bool = True):
         self.path = Path(path)
+        self.columns = columns
         self.active = active  # False on every data-parallel rank but the first: one log per run
+
+    def append(self, row: dict) -> None:
+        if not self.active:
+            return
+        new_file = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.columns)
+            if new_file:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def reset(self) -> None:
+        """Start an empty log (a new run in a directory left by a start that saved nothing)."""
+        if not self.active:
+            return
+        self.path.unlink(missing_ok=True)
+
+
+class MetricsLog(CsvLog):
+    def __init__(self, path: Path, tensorboard: bool = False, active: bool = True):
+        super().__init__(path, COLUMNS, active)
         self.board = open_tensorboard(self.path.parent) if tensorboard and active else None
 
     def write(self, kind: str, step: int, tokens: int, elapsed: float, lr: float | None, **metrics: float) -> None:
@@ -76,13 +102,7 @@ class MetricsLog:
             }
         )
         self._upgrade_header()
-        new_file = not self.path.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-            if new_file:
-                writer.writeheader()
-            writer.writerow(row)
+        self.append(row)
 
     def _upgrade_header(self) -> None:
         """A file written with fewer columns (an older version) is rewritten with the current ones."""
@@ -105,12 +125,6 @@ class MetricsLog:
             writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-
-    def reset(self) -> None:
-        """Start an empty log (a new run in a directory left by a start that saved nothing)."""
-        if not self.active:
-            return
-        self.path.unlink(missing_ok=True)
 
 
 def open_tensorboard(directory: Path):

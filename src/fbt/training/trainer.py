@@ -22,13 +22,26 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from fbt.checkpoint import find_checkpoint, save_checkpoint
 from fbt.data.code_exec import IGNORE_INDEX
 from fbt.data.streams import SegmentStream
 from fbt.data.tokenizer import TOKENIZER_FILE
 from fbt.errors import FbtError
 from fbt.models.layers import set_activation_checkpointing
+from fbt.rundir import (
+    METRICS,
+    RESUME_INFO,
+    RESUME_TENSORS,
+    SUMMARY,
+    NonFiniteError,
+    finite_weights,
+    load_tensors,
+    load_weights,
+    read_json,
+    write_json_atomic,
+)
 from fbt.tasks import Task
-from fbt.training import checkpoint, state_io
+from fbt.training import state_io
 from fbt.training.config import TrainConfig
 from fbt.training.distributed import Ranks, cat_states, gather_state, rows_of, share, state_rows
 from fbt.training.evaluate import evaluate
@@ -38,12 +51,7 @@ from fbt.training.metrics_log import MetricsLog
 from fbt.training.optim import build_optimizer, learning_rate
 
 Stage = tuple[SegmentStream, SegmentStream | None]  # (train, valid) streams of one dataset (or TranslationStreams)
-SUMMARY = "summary.json"  # the end of the latest training call of a run
 RECENT_STEPS = 100  # the training loss reported at the end is the mean over this many last updates
-
-
-class NonFiniteError(FbtError):
-    """Training produced a NaN or infinite loss or gradient."""
 
 
 class Trainer:
@@ -74,7 +82,7 @@ class Trainer:
         self.saved_step = -1  # step of the newest checkpoint written or loaded
         self.state: dict | None = None  # this rank's rows of the streams' state, detached by the model
         self.ranks = Ranks.current()
-        self.log = MetricsLog(self.run_dir / "metrics.csv", config.tensorboard, active=self.ranks.main)
+        self.log = MetricsLog(self.run_dir / METRICS, config.tensorboard, active=self.ranks.main)
         set_activation_checkpointing(model, config.checkpoint_activations)
         if config.compile:
             model.compile()  # in place: the state_dict keys stay those of the plain model
@@ -101,9 +109,7 @@ class Trainer:
     # ---- checkpoints ----
 
     def save(self) -> Path:
-        for name, tensor in self.model.state_dict().items():
-            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                raise NonFiniteError(f"refusing to save step {self.step}: weight {name} is not finite")
+        weights = finite_weights(self.model, f"step {self.step}")  # on every rank, so that all stop together
         # Collectives first: every rank takes part, then only rank 0 writes.
         global_state = gather_state(self.ranks, self.family, self.state)
         rng = self.gather_rng()
@@ -122,11 +128,11 @@ class Trainer:
             "optimizer": optimizer_info,
         }
         tensors = {**optimizer_tensors, **rng, **state_io.stream_state_to_flat(global_state)}
-        directory = checkpoint.save_checkpoint(
+        directory = save_checkpoint(
             self.run_dir,
             self.step,
             self.run_config,
-            self.model.state_dict(),
+            weights,
             tensors,
             info,
             self.config.keep_checkpoints,
@@ -136,10 +142,10 @@ class Trainer:
         return directory
 
     def resume(self) -> None:
-        directory = checkpoint.find_checkpoint(self.run_dir)
+        directory = find_checkpoint(self.run_dir)
         load_weights(self.model, directory)
-        tensors = checkpoint.load_tensors(directory / "resume.safetensors")
-        info = checkpoint.read_json(directory / "resume.json")
+        tensors = load_tensors(directory / RESUME_TENSORS)
+        info = read_json(directory / RESUME_INFO)
         try:
             state_io.optimizer_from_flat(self.optimizer, tensors, info["optimizer"])
             self.restore_rng(tensors)
@@ -379,7 +385,7 @@ class Trainer:
         }
         finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in summary.items()}
         if self.ranks.main:
-            checkpoint.write_json_atomic(self.run_dir / SUMMARY, finite)
+            write_json_atomic(self.run_dir / SUMMARY, finite)
         return summary
 
 
@@ -402,12 +408,3 @@ def micro_batches(inputs, targets: torch.Tensor, count: int) -> list[tuple]:
 
 def prefixed(prefix: str, metrics: dict) -> dict:
     return {f"{prefix}_{name}": value for name, value in metrics.items() if name != "scored_tokens"}
-
-
-def load_weights(model: nn.Module, directory: Path) -> None:
-    weights = checkpoint.load_tensors(Path(directory) / "model.safetensors")
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise FbtError(f"{directory}/model.safetensors does not fit the model config: {first}") from None
