@@ -40,7 +40,7 @@ from pathlib import Path
 
 from fbt.data.code_exec import Generator
 from fbt.errors import FbtError
-from fbt.models.config import ModelConfig
+from fbt.models import COMMON_OPTIONS, ModelConfig, family_names, model_class
 from fbt.presets import get_preset
 from fbt.training.config import TrainConfig
 
@@ -114,19 +114,14 @@ def effective_settings(settings: dict, command: str) -> dict:
     return {**base, **{k: v for k, v in settings.items() if k != "preset"}}
 
 
-# Settings a model family ignores, left out of a cell's name (memory_layer matters with memory = "layer" only).
-ONLY_FOR = {
-    "memory": "feedback", "memory_layer": "feedback", "shared_kv": "feedback",
-    "attend_self": "transformer-xl", "context": "gpt",
-}  # fmt: skip
-
-
 def matters(key: str, values: dict) -> bool:
-    if key == "span" and values.get("model") in ("gpt", "lstm"):
-        return False
+    """Whether a cell's setting changes what it runs: model config fields its family ignores are left out of
+    its name (memory_layer only counts with memory = "layer")."""
     if key == "memory_layer" and values.get("memory") != "layer":
         return False
-    return ONLY_FOR.get(key, values.get("model")) == values.get("model")
+    if key not in MODEL_FIELDS or key in COMMON_OPTIONS:
+        return True
+    return key in model_class(values.get("model", ModelConfig.model)).options
 
 
 def load_grid(name_or_file: str, out: Path, seeds: int | None = None, steps: int | None = None) -> Grid:
@@ -191,6 +186,10 @@ def load_grid(name_or_file: str, out: Path, seeds: int | None = None, steps: int
         effective = [effective_settings(settings, command) for settings, _ in expanded]
     except FbtError as error:
         raise FbtError(f"{path}: {error}") from None
+    for values in effective:
+        model = values.get("model", ModelConfig.model)
+        if model not in family_names():
+            raise fail("model", f"unknown model {model!r}; choose one of {', '.join(family_names())}", model)
     given = list(dict.fromkeys(k for settings, _ in expanded for k in settings if k != "preset"))
 
     def varying(indices: list[int]) -> list[str]:

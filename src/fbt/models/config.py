@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from fbt.errors import FbtError
+from fbt.models.registry import family_names
 
-MODEL_NAMES = ("feedback", "transformer-xl", "gpt", "lstm", "seq2seq")
 DECODERS = ("feedback", "transformer")  # seq2seq decoders
 MEMORY_SOURCES = ("all", "top", "layer")
 INITS = ("paper", "gpt2")  # see layers.py
@@ -15,7 +15,7 @@ INITS = ("paper", "gpt2")  # see layers.py
 
 @dataclass
 class ModelConfig:
-    model: str = "feedback"  # one of MODEL_NAMES
+    model: str = "feedback"  # a registered model family (registry.py)
     vocab_size: int = 256  # number of token ids; bytes use 256
     dim: int = 256  # residual width D
     layers: int = 4  # number of blocks L
@@ -37,8 +37,8 @@ class ModelConfig:
         self.validate()
 
     def validate(self) -> None:
-        if self.model not in MODEL_NAMES:
-            raise FbtError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+        if self.model not in family_names():
+            raise FbtError(f"unknown model {self.model!r}; choose one of {', '.join(family_names())}")
         for name in ("vocab_size", "dim", "layers", "heads", "ff", "span", "context", "encoder_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
