@@ -85,10 +85,11 @@ class MemoryWindow(NamedTuple):
 class FeedbackStack(nn.Module):
     """The layers, the memory's parameters and the output norm, built from the config, and the step.
 
-    Parameters, in registration order (the state_dict's, and the order init and saved optimiser state follow):
+    Submodules in registration order (the state_dict's, and the order init and saved optimiser state follow):
     `inputs` (the host's modules read before the layers, e.g. the language model's embedding), `layers`,
-    with shared K/V `norm_memory`, `key`, `value`, then `norm_out`; `pos_keys` (E, S) and, with memory "all",
-    `memory_weights` (L + 1) are the host's own parameters. The host initialises the weights.
+    with shared K/V `norm_memory`, `key`, `value`, then `norm_out`; a host registers what follows them (its
+    output head). `pos_keys` (E, S) and, with memory "all", `memory_weights` (L + 1) are parameters of the
+    module itself. The host initialises the weights.
     """
 
     def __init__(self, config: ModelConfig, layer: type[FeedbackLayer] = FeedbackLayer,

@@ -58,8 +58,8 @@ def check_declarations(name: str, cls: type) -> None:
     dims = cls.state_batch_dims
     if not isinstance(dims, dict) or not all(isinstance(k, str) and type(v) is int for k, v in dims.items()):
         raise FbtError(f"model family {name!r}: state_batch_dims must map state tensor names to dimensions")
-    unknown = [option for option in cls.options if option not in ModelConfig.__dataclass_fields__]
-    common = [option for option in cls.options if option in COMMON_OPTIONS]
-    if isinstance(cls.options, str) or unknown or common:
+    options = cls.options
+    fields = ModelConfig.__dataclass_fields__
+    if not isinstance(options, tuple) or any(o not in fields or o in COMMON_OPTIONS for o in options):
         raise FbtError(f"model family {name!r}: options must be a tuple of ModelConfig fields besides "
-                       f"{', '.join(COMMON_OPTIONS)}, got {cls.options!r}")  # fmt: skip
+                       f"{', '.join(COMMON_OPTIONS)}, got {options!r}")  # fmt: skip
