@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from families import LANGUAGE_MODELS
 from torch.func import grad
 
 from fbt.analysis.common import Subject, load_subject, loss_function, parameters
@@ -90,7 +91,7 @@ def test_lanczos_finds_the_exact_top_eigenvalues(small):
     assert dot(theta, theta) > 0
 
 
-@pytest.mark.parametrize("family", ["feedback", "transformer-xl", "gpt", "lstm"])
+@pytest.mark.parametrize("family", LANGUAGE_MODELS)
 def test_gradcheck_passes_on_every_family_and_both_feedback_paths(family):
     report = gradcheck(tiny_subject(family, dim=8, heads=2, ff=8), sweep=False)
     assert report["max_relative_error"] < 1e-5

@@ -1,6 +1,7 @@
-"""Parity tests for the baselines: Transformer-XL, GPT and the LSTM.
+"""The properties every language model family shares, and parity tests for the baselines: Transformer-XL, GPT
+and the LSTM.
 
-Every model must give the same logits token by token with its state as in one forward, the same over
+Every language model must give the same logits token by token with its state as in one forward, the same over
 segments with carried state as over one long segment, never let a future token change an earlier logit,
 return a detached state, and pass gradients to every parameter. Transformer-XL is also checked against a
 naive per-query reference, and GPT past its context against nanoGPT's crop-the-window decoding.
@@ -14,15 +15,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from families import LANGUAGE_MODELS
 
 from fbt.errors import FbtError
-from fbt.models import state_nbytes
+from fbt.models import build_model, state_nbytes
 from fbt.models.config import ModelConfig
-from fbt.models.gpt import GPT
-from fbt.models.lstm import LSTMLanguageModel
 from fbt.models.transformer_xl import TransformerXL
 
-FAMILIES = {"transformer-xl": TransformerXL, "gpt": GPT, "lstm": LSTMLanguageModel}
 TINY = {"vocab_size": 11, "dim": 16, "layers": 2, "heads": 2, "ff": 32, "span": 5, "context": 16}
 ATOL = 1e-10
 
@@ -31,7 +30,7 @@ def make(name: str, **overrides) -> torch.nn.Module:
     """A tiny float64 model in eval mode, initialised from a fixed seed."""
     torch.manual_seed(0)
     config = ModelConfig(model=name, **{**TINY, **overrides})
-    return FAMILIES[name](config).double().eval()
+    return build_model(config).double().eval()
 
 
 def random_tokens(batch: int, length: int, seed: int = 1) -> torch.Tensor:
@@ -53,7 +52,7 @@ def run_segments(model: torch.nn.Module, tokens: torch.Tensor, lengths: list[int
 # ---- properties every model shares ----
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", LANGUAGE_MODELS)
 def test_token_by_token_matches_one_forward(name):
     model = make(name)
     tokens = random_tokens(2, 12)  # longer than the XL span (5), within the GPT context (16)
@@ -63,7 +62,7 @@ def test_token_by_token_matches_one_forward(name):
     torch.testing.assert_close(stepped, full, atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", LANGUAGE_MODELS)
 def test_carried_state_matches_one_long_segment(name):
     model = make(name)
     tokens = random_tokens(2, 14)
@@ -74,7 +73,7 @@ def test_carried_state_matches_one_long_segment(name):
     torch.testing.assert_close(split, full, atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", LANGUAGE_MODELS)
 def test_future_tokens_do_not_change_earlier_logits(name):
     model = make(name)
     tokens = random_tokens(2, 12)
@@ -87,7 +86,7 @@ def test_future_tokens_do_not_change_earlier_logits(name):
     assert not torch.allclose(after[:, 7:], before[:, 7:])  # the change is seen from position 7 on
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", LANGUAGE_MODELS)
 def test_state_is_detached(name):
     model = make(name).train()
     tokens = random_tokens(2, 12)
@@ -96,7 +95,7 @@ def test_state_is_detached(name):
         assert not value.requires_grad and value.grad_fn is None, key
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", LANGUAGE_MODELS)
 def test_gradients_reach_every_parameter(name):
     model = make(name, dropout=0.1).train()
     tokens = random_tokens(2, 12)
@@ -112,8 +111,6 @@ def test_gradients_reach_every_parameter(name):
 
 def test_feedback_cache_is_one_layer_th_of_the_transformer_xl_cache():
     # Same width and span; feedback shares one memory (and its K/V) across layers, XL caches every layer.
-    from fbt.models import build_model
-
     sizes = dict(vocab_size=11, dim=16, layers=4, heads=2, ff=32, span=5)
     tokens = random_tokens(2, 12)
     _, feedback_state = build_model(ModelConfig(model="feedback", **sizes)).eval()(tokens)

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from families import LANGUAGE_MODELS
 
 from fbt.bench import forward_flops_per_token, parse_model_spec
 from fbt.cli import main
@@ -31,13 +32,13 @@ def test_flops_count_matches_a_hand_count():
 
 
 def test_bench_json_has_one_entry_per_model(capsys):
-    args = ["bench", "--models", "feedback", "transformer-xl:layers=3", "gpt", "lstm", "--dim", "16",
+    args = ["bench", "--models", "transformer-xl:layers=3", *LANGUAGE_MODELS, "--dim", "16",
             "--heads", "2", "--ff", "32", "--span", "8", "--context", "16", "--layers", "2", "--batch", "2",
             "--segment", "8", "--repeats", "1", "--steps", "1", "--decode-tokens", "2", "--decode-batches", "1", "4",
             "--json"]  # fmt: skip
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert [m["name"] for m in report["models"]] == ["feedback L2", "transformer-xl L3", "gpt L2", "lstm L2"]
+    assert [m["name"] for m in report["models"]] == ["transformer-xl L3", *(f"{name} L2" for name in LANGUAGE_MODELS)]
     for entry in report["models"]:
         # No upper bound: on a loaded machine the measured matmul peak can be low enough to put MFU over 1.
         assert entry["train_tokens_per_s"] > 0 and entry["mfu"] > 0

@@ -8,11 +8,11 @@ and resumes bit-exact on the GPU."""
 
 import pytest
 import torch
+from families import FAMILIES, LANGUAGE_MODELS
 from test_checkpointing import CASES, SIZES
 from test_checkpointing import loss_and_grads as checkpointing_loss_and_grads
 from test_feedback_segment import VARIANTS, assert_paths_agree, segment_inputs
 from test_feedback_segment import make as make_feedback
-from test_precision_compile import FAMILIES
 from test_precision_compile import SIZES as PRECISION_SIZES
 from test_precision_compile import loss_and_grads as precision_loss_and_grads
 from test_pretrained import assert_same_weights, tiny_model
@@ -21,7 +21,7 @@ from tiny_runs import signal_after, tiny_configs
 
 from fbt import api, checkpoint
 from fbt.data.translation import TranslationBatch
-from fbt.models import ModelConfig, build_model, from_pretrained
+from fbt.models import ModelConfig, build_model, from_pretrained, model_class
 from fbt.models.feedback_segment import FeedbackSegment
 from fbt.models.layers import set_activation_checkpointing
 from fbt.training.trainer import TrainingInterrupted
@@ -45,13 +45,14 @@ def to_cuda(inputs):
     return [None if x is None else x.detach().to(CUDA).requires_grad_(x.requires_grad) for x in inputs]
 
 
-@pytest.mark.parametrize("family", [*FAMILIES, "seq2seq"])
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 def test_every_family_computes_on_the_gpu_what_it_computes_on_the_cpu(family, dtype, no_tf32):
     torch.manual_seed(0)
-    extra = {"encoder_layers": 1} if family == "seq2seq" else {}
+    translates = model_class(family).translates
+    extra = {"encoder_layers": 1} if translates else {}
     model = build_model(ModelConfig(model=family, **PRECISION_SIZES, **extra)).to(dtype).train()
-    if family == "seq2seq":
+    if translates:
         inputs = TranslationBatch(torch.randint(3, 50, (4, 9)), torch.randint(3, 50, (4, 13)))
         move = lambda batch: TranslationBatch(batch.source.to(CUDA), batch.target.to(CUDA))  # noqa: E731
     else:
@@ -99,7 +100,7 @@ def test_fast_segment_draws_the_autograd_loops_dropout_masks_on_the_gpu(variant)
 def test_activation_checkpointing_changes_nothing_on_the_gpu(case):
     torch.manual_seed(0)
     model = build_model(ModelConfig(**SIZES, **CASES[case])).train().to(CUDA)
-    if model.config.model == "seq2seq":
+    if model.translates:
         inputs = TranslationBatch(torch.randint(3, 40, (3, 9), device=CUDA), torch.randint(3, 40, (3, 17), device=CUDA))
         state = None
     else:
@@ -134,7 +135,7 @@ def test_token_by_token_decoding_equals_the_parallel_forward_on_the_gpu(family, 
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LANGUAGE_MODELS)
 def test_bf16_autocast_on_the_gpu_is_close_to_fp32(family):
     torch.manual_seed(0)
     model = build_model(ModelConfig(model=family, **PRECISION_SIZES)).train().to(CUDA)
@@ -148,7 +149,7 @@ def test_bf16_autocast_on_the_gpu_is_close_to_fp32(family):
         assert (grads16[name] - grad).norm() <= 0.1 * grad.norm() + 1e-6, name
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LANGUAGE_MODELS)
 def test_compiled_model_computes_the_same_on_the_gpu(family):
     # The default backend (inductor, generating Triton kernels): float32 results to the order of sums.
     torch.manual_seed(0)

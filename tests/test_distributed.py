@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from families import LANGUAGE_MODELS
 from safetensors.torch import load_file, save_file
 
 from fbt import api
@@ -20,7 +21,6 @@ from fbt.training.config import TrainConfig
 from fbt.training.distributed import Ranks, share
 
 CORPUS = SHAKESPEARE
-FAMILIES = ("feedback", "transformer-xl", "gpt", "lstm")
 SIZES = ["--dim", "32", "--layers", "2", "--heads", "2", "--ff", "64", "--span", "8", "--batch", "4",
          "--segment", "16", "--warmup", "0", "--log-every", "1", "--eval-every", "3", "--eval-tokens", "512",
          "--save-every", "3", "--data", str(CORPUS), "--threads", "1", "--no-progress"]  # fmt: skip
@@ -47,7 +47,7 @@ def ddp_worker(rank: int, world: int, init_file: str, root: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        for family in FAMILIES:
+        for family in LANGUAGE_MODELS:
             grads = gradients_after_steps(family, Path(root) / family, steps=2, accumulate=2)
             if rank == 0:
                 save_file(grads, str(Path(root) / f"{family}.safetensors"))
@@ -58,7 +58,7 @@ def ddp_worker(rank: int, world: int, init_file: str, root: str) -> None:
 def test_ddp_gradients_equal_one_process_on_the_whole_batch(tmp_path):
     # Two updates, so the second one starts from carried state sliced by rank; 2 ranks x 2 micro-batches each.
     mp.spawn(ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "ddp")), nprocs=2, join=True)
-    for family in FAMILIES:
+    for family in LANGUAGE_MODELS:
         expected = gradients_after_steps(family, tmp_path / "single" / family, steps=2)
         got = load_file(str(tmp_path / "ddp" / f"{family}.safetensors"))
         assert got.keys() == expected.keys()
@@ -66,7 +66,7 @@ def test_ddp_gradients_equal_one_process_on_the_whole_batch(tmp_path):
             torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-6, msg=f"{family} {name}")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LANGUAGE_MODELS)
 def test_micro_batches_give_the_same_gradient(tmp_path, family):
     whole = gradients_after_steps(family, tmp_path / "whole", steps=2)
     parts = gradients_after_steps(family, tmp_path / "parts", steps=2, accumulate=4)

@@ -6,6 +6,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+from families import LANGUAGE_MODELS
 
 from fbt import api
 from fbt.checkpoint import find_checkpoint
@@ -14,7 +15,6 @@ from fbt.presets import SHAKESPEARE as CORPUS
 from fbt.rundir import load_tensors
 from fbt.training.config import TrainConfig
 
-FAMILIES = ("feedback", "transformer-xl", "gpt", "lstm")
 SIZES = dict(dim=64, layers=2, heads=2, ff=128, span=8, context=32, vocab_size=50)
 has_compiler = pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="inductor needs a C compiler")
 
@@ -28,7 +28,7 @@ def loss_and_grads(model, tokens, precision="fp32"):
     return loss.item(), logits.dtype, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("family, fast", [*((f, True) for f in FAMILIES), ("feedback", False)])
+@pytest.mark.parametrize("family, fast", [*((f, True) for f in LANGUAGE_MODELS), ("feedback", False)])
 def test_bf16_autocast_is_close_to_fp32(family, fast):
     torch.manual_seed(0)
     model = build_model(ModelConfig(model=family, **SIZES)).train()
@@ -63,7 +63,7 @@ def test_bf16_training_keeps_fp32_weights_and_follows_the_fp32_run(tmp_path):
     assert all(w.dtype == torch.float32 for w in weights.values())
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LANGUAGE_MODELS)
 def test_compiled_model_computes_the_same(family):
     # aot_eager runs torch.compile's graph capture and autograd tracing without generating code (fast to test);
     # the inductor test below covers the default backend that --compile uses.

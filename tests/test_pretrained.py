@@ -4,29 +4,21 @@ import json
 
 import pytest
 import torch
+from families import FAMILIES, LANGUAGE_MODELS
 
 from fbt import api, checkpoint, rundir, sampling
 from fbt.data.tokenizer import EOS_ID, PAD_ID
 from fbt.data.translation import make_batch
 from fbt.decoding import max_translation_tokens, search
 from fbt.errors import FbtError
-from fbt.models import ModelConfig, build_model, from_pretrained
+from fbt.models import ModelConfig, build_model, from_pretrained, model_class
 from fbt.models.feedback import FeedbackTransformer
 from fbt.models.gpt import GPT
-from fbt.models.lstm import LSTMLanguageModel
 from fbt.models.seq2seq import Seq2Seq
 from fbt.models.transformer_xl import TransformerXL
 from fbt.training.config import TrainConfig
 
 TINY = dict(vocab_size=40, dim=32, layers=2, heads=2, ff=64, span=8, context=16)
-FAMILIES = {
-    "feedback": FeedbackTransformer,
-    "transformer-xl": TransformerXL,
-    "gpt": GPT,
-    "lstm": LSTMLanguageModel,
-    "seq2seq": Seq2Seq,
-}
-LANGUAGE_MODELS = ["feedback", "transformer-xl", "gpt", "lstm"]
 FILES = {"model.safetensors", "config.json", "generation_config.json"}
 LM_DEFAULTS = {"max_new_tokens": 200, "temperature": 1.0, "top_k": 0, "top_p": 1.0}  # those of `fbt generate`
 
@@ -34,7 +26,7 @@ LM_DEFAULTS = {"max_new_tokens": 200, "temperature": 1.0, "top_k": 0, "top_p": 1
 def tiny_model(family, **changes):
     """A tiny model whose weights no fresh build reproduces (random init, then nudged)."""
     torch.manual_seed(0)
-    extra = {"encoder_layers": 1} if family == "seq2seq" else {}
+    extra = {"encoder_layers": 1} if model_class(family).translates else {}
     model = build_model(ModelConfig(**{**TINY, **extra, "model": family, **changes}))
     with torch.no_grad():
         for parameter in model.parameters():
@@ -48,7 +40,7 @@ def sources():
 
 
 def logits_of(model):
-    if isinstance(model, Seq2Seq):
+    if model.translates:
         batch, _ = make_batch([[5, 9, 12, 7], [8, 3]], [[4, 6, 10], [11]])
         return model(batch)[0]
     return model(torch.tensor([[3, 14, 15, 9, 26, 5], [35, 8, 9, 7, 9, 3]]))[0]
@@ -67,9 +59,9 @@ def test_save_then_load_gives_the_same_model(family, tmp_path):
     model.save_pretrained(tmp_path / "saved")
     assert {path.name for path in (tmp_path / "saved").iterdir()} == FILES  # no temporary file left behind
     assert json.loads((tmp_path / "saved" / "config.json").read_text()) == model.config.to_dict()  # flat
-    for loader in (FAMILIES[family].from_pretrained, from_pretrained):
+    for loader in (model_class(family).from_pretrained, from_pretrained):
         loaded = loader(tmp_path / "saved")
-        assert type(loaded) is FAMILIES[family]
+        assert type(loaded) is model_class(family)
         assert not loaded.training
         assert loaded.config == model.config
         assert_same_weights(model, loaded)

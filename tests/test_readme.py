@@ -39,3 +39,15 @@ def test_the_library_example_trains_saves_loads_and_samples_verbatim(tmp_path, m
     sample = model.generate(list(b"ROMEO:"), max_new_tokens=80, temperature=0.8, seed=0)
     assert "\n".join(printed[1:]) == bytes(sample[0].tolist()).decode("utf-8", errors="replace")
     assert printed[1].startswith("ROMEO:")
+
+
+def test_the_model_family_example_registers_and_trains_verbatim(tmp_path, monkeypatch, capsys):
+    from fbt.models import registry
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(registry, "_FAMILIES", dict(registry._FAMILIES))  # the example's family leaves with it
+    exec(compile(python_example("## A model family of your own"), str(README), "exec"), {})
+    bits = float(capsys.readouterr().out.split()[0])
+    assert bits < 7.0  # it learned: a uniform guess is 8 bits per byte
+    header = (tmp_path / "runs" / "pair-table" / "metrics.csv").read_text().splitlines()[0]
+    assert header.endswith(",table_rms")

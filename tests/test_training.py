@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from families import LANGUAGE_MODELS
 from tiny_runs import TINY_MODEL, tiny_configs
 
 from fbt import api, checkpoint, rundir
@@ -23,7 +24,7 @@ def test_golden_losses_of_a_tiny_feedback_run(tmp_path, text_file):
     assert got[-1] < got[0] - 0.2  # and it learns
 
 
-@pytest.mark.parametrize("model", ["feedback", "transformer-xl", "gpt", "lstm"])
+@pytest.mark.parametrize("model", LANGUAGE_MODELS)
 def test_resume_continues_the_exact_loss_curve(tmp_path, text_file, model):
     cpu = torch.device("cpu")
     # Dropout is on: the RNG, the stream position and the carried state must all resume.

@@ -18,7 +18,7 @@ from fbt.data.tokenizer import TOKENIZER_FILE, load_tokenizer, train_tokenizer
 from fbt.data.translation import TranslationStream, encode_pairs, load_split_pairs, read_corpus
 from fbt.device import resolve_device
 from fbt.errors import FbtError, warn
-from fbt.models import ModelConfig, build_model
+from fbt.models import ModelConfig, build_model, family_names, model_class
 from fbt.models.config import kv_choice
 from fbt.rundir import CONFIG, ORIGINAL_CONFIG, RESUME_INFO, SUMMARY, load_weights, read_json, write_json_atomic
 from fbt.sampling import check_sampling, generate
@@ -89,8 +89,9 @@ def run_task(config: TrainConfig, run_dir: Path) -> Task:
 
 def check_model_fits_task(model_config: ModelConfig, train_config: TrainConfig) -> None:
     translation = train_config.task == "translation"
-    if translation != (model_config.model == "seq2seq"):
-        raise FbtError("translation trains the seq2seq model (--model seq2seq), and seq2seq only translates: "
+    if translation != model_class(model_config.model).translates:
+        names = " or ".join(name for name in family_names() if model_class(name).translates)
+        raise FbtError(f"translation trains the {names} model (--model {names}), and {names} only translates: "
                        f"got --task {train_config.task} with --model {model_config.model}")  # fmt: skip
     if translation and model_config.context < train_config.max_length + 1:
         raise FbtError(f"--context {model_config.context} must exceed --max-length {train_config.max_length}: "

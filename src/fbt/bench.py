@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from fbt.errors import FbtError
-from fbt.models import ModelConfig, build_model, state_nbytes
-from fbt.models.config import kv_choice, shared_kv_of
+from fbt.models import ModelConfig, build_model, model_class, state_nbytes
+from fbt.models.config import shared_kv_of
 from fbt.models.layers import set_activation_checkpointing
 from fbt.training.config import PRECISIONS
 
@@ -65,27 +65,19 @@ def parse_model_spec(spec: str, base: dict) -> tuple[str, ModelConfig, StepOptio
         default = ModelConfig.__dataclass_fields__[key].default
         values[key] = type(default)(raw) if not isinstance(default, bool) else raw in ("1", "true", "True")
     config = ModelConfig.from_dict(values)
-    label = f"{config.model} L{config.layers}" + (
-        "" if config.shared_kv or config.model != "feedback" else f" {kv_choice(False)}-kv"
-    )
+    label = model_class(config.model).label(config)
     step_options = StepOptions(**options)
     return label + step_options.label(), config, step_options
 
 
 def forward_flops_per_token(config: ModelConfig) -> int:
     """Matmul FLOPs of one token's forward at steady state (every attention sees its whole span)."""
-    D, F, L, V = config.dim, config.ff, config.layers, config.vocab_size
-    head = 2 * D * V
-    if config.model == "lstm":
-        return L * 2 * (2 * D) * (4 * D) + head
-    if config.model == "feedback":
-        # q and out per layer; the memory's K/V once per token when shared, per layer otherwise.
-        kv = 4 * D * D * (1 if config.shared_kv else L)
-        return L * (4 * D * D + 4 * D * F + 6 * config.span * D) + kv + head
-    visible = config.span + 1 if config.model == "transformer-xl" else config.context
-    # q, k, v, out; scores, position scores (relative models) or none (gpt), and the weighted values.
-    attention = (6 if config.model == "transformer-xl" else 4) * visible * D
-    return L * (8 * D * D + 4 * D * F + attention) + head
+    return model_class(config.model).forward_flops_per_token(config)
+
+
+def state_tokens(config: ModelConfig) -> int:
+    """Tokens a stream reads before its carried state stops growing."""
+    return model_class(config.model).state_tokens(config)
 
 
 def synchronize(device: torch.device) -> None:
@@ -177,7 +169,7 @@ def peak_memory_mb(config: ModelConfig, batch: int, segment: int, threads: int, 
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
         probe = TrainProbe(config, batch, segment, device=str(device), options=options)
-        for _ in range(max(2, -(-config_span(probe) // segment) + 1)):
+        for _ in range(max(2, -(-state_tokens(config) // segment) + 1)):
             probe.step()
         synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
@@ -189,7 +181,7 @@ def peak_memory_mb(config: ModelConfig, batch: int, segment: int, threads: int, 
         "base, _ = resident_mb()\n"
         f"probe = TrainProbe(ModelConfig.from_dict(json.loads(sys.argv[1])), {batch}, {segment},\n"
         f"                   options=StepOptions(**json.loads(sys.argv[2])))\n"
-        f"steps = {max(2, -(-config.span // segment) + 1)}  # until the carried memory is full\n"
+        f"steps = {max(2, -(-state_tokens(config) // segment) + 1)}  # until the carried state is full\n"
         "for _ in range(steps): probe.step()\n"
         "print(resident_mb()[1] - base)\n"
     )
@@ -221,8 +213,9 @@ def run_bench(
     labelled = [parse_model_spec(spec, base) for spec in specs]
     peak = measure_matmul_peak(target)
     probes = [TrainProbe(config, batch, segment, device=device, options=options) for _, config, options in labelled]
-    for probe in probes:  # warm-up: first-touch allocations and the carried state reach steady size
-        for _ in range(max(2, -(-config_span(probe) // segment))):
+    for (_, config, _), probe in zip(labelled, probes, strict=True):
+        # warm-up: first-touch allocations and the carried state reach steady size
+        for _ in range(max(2, -(-state_tokens(config) // segment))):
             probe.step()
     times: list[list[float]] = [[] for _ in probes]
     for repeat in range(repeats):
@@ -251,11 +244,11 @@ def run_bench(
             rates = []
             for _ in range(max(1, repeats // 2)):
                 rate, nbytes = decode_rate(
-                    probe.model, decode_batch, decode_tokens, config_span(probe), config.vocab_size
+                    probe.model, decode_batch, decode_tokens, state_tokens(config), config.vocab_size
                 )
                 rates.append(rate)
             entry["decode_tokens_per_s"][str(decode_batch)] = round(statistics.median(rates), 1)
-            entry["state_bytes_per_token"] = nbytes // (decode_batch * max(1, config_span(probe)))
+            entry["state_bytes_per_token"] = nbytes // (decode_batch * max(1, state_tokens(config)))
         if memory:
             entry["peak_memory_mb"] = round(peak_memory_mb(config, batch, segment, threads, target, options), 1)
         progress(f"{label}: measured")
@@ -268,12 +261,6 @@ def run_bench(
         "matmul_peak_gflops": round(peak / 1e9, 1),
         "models": results,
     }
-
-
-def config_span(probe: TrainProbe) -> int:
-    """Tokens a stream must have seen before its state is full (span, or the GPT context)."""
-    config = probe.model.config
-    return config.context if config.model == "gpt" else config.span if config.model != "lstm" else 1
 
 
 def format_table(report: dict) -> str:

@@ -10,7 +10,8 @@ from fbt.analysis.cli import add_analyze_parser
 from fbt.cli_rl import add_rl_parser
 from fbt.data.code_exec import OFFICIAL_WEIGHTS
 from fbt.data.splits import SPLITS
-from fbt.models.config import DECODERS, INITS, KV_CHOICES, MEMORY_SOURCES, MODEL_NAMES, ModelConfig
+from fbt.models.config import DECODERS, INITS, KV_CHOICES, MEMORY_SOURCES, ModelConfig
+from fbt.models.registry import family_names
 from fbt.presets import PRESETS
 from fbt.tasks import TASK_NAMES
 from fbt.training.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
@@ -102,7 +103,7 @@ def add_train_parser(commands) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no header, progress bar or closing hints")
     model = p.add_argument_group("model")
-    model.add_argument("--model", choices=MODEL_NAMES, help=config_help("model family", "model"))
+    model.add_argument("--model", choices=family_names(), help=config_help("model family", "model"))
     model.add_argument("--dim", type=int, help=config_help("residual width", "dim"))
     model.add_argument("--layers", type=int, help=config_help("blocks", "layers"))
     model.add_argument("--heads", type=int, help=config_help("attention heads", "heads"))

@@ -21,9 +21,6 @@ from fbt.formatting import format_count
 from fbt.rundir import CHECKPOINTS, CONFIG, METRICS, RESUME_INFO, SUMMARY, WEIGHTS, read_json
 from fbt.training.metrics_log import legacy_kind
 
-# metrics.csv columns that hold text, not numbers
-TEXT_COLUMNS = ("kind", "memory_weights")
-
 
 @dataclass
 class RunInfo:
@@ -197,7 +194,7 @@ def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
         return train_rows, valid_rows
     with open(metrics_csv, newline="") as handle:
         for raw in csv.DictReader(handle):
-            row = {name: _parse_cell(name, value) for name, value in raw.items() if name and value}
+            row = {name: _parse_cell(value) for name, value in raw.items() if name and value}
             kind = raw.get("kind") or legacy_kind(raw)
             if kind == "train":
                 train_rows.append(row)
@@ -206,9 +203,8 @@ def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
     return train_rows, valid_rows
 
 
-def _parse_cell(name: str, value: str) -> int | float | str:
-    if name in TEXT_COLUMNS:
-        return value
+def _parse_cell(value: str) -> int | float | str:
+    """A number, or the text itself where it is none (the row's kind, a diagnostic such as a list of weights)."""
     for parse in (int, float):
         try:
             return parse(value)

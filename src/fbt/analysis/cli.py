@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from fbt.errors import FbtError
-from fbt.models.config import MODEL_NAMES, ModelConfig
+from fbt.models.config import ModelConfig
+from fbt.models.registry import family_names
 
 # Per subcommand: the batch (streams) and segment (tokens) of data it differentiates by default.
 DATA_DEFAULTS = {"gradcheck": (2, 32), "jacobian": (1, 16), "hessian": (4, 32), "memory": (4, 64)}
@@ -34,9 +35,12 @@ def add_analyze_parser(commands, parser_class, formatter) -> None:
         batch, segment = DATA_DEFAULTS[name]
         sub.add_argument("runs", nargs="*" if name == "memory" else "?", metavar="RUN_DIR",
                          help="run or checkpoint directory (or --model)")  # fmt: skip
-        sub.add_argument("--model", choices=[m for m in MODEL_NAMES if m != "seq2seq"],
-                         help="a freshly initialised model of the size flags instead of a run"
-                         + (" (default without a run: feedback)" if name == "jacobian" else ""))  # fmt: skip
+        default = f" (default without a run: {ModelConfig.model})" if name == "jacobian" else ""
+        sub.add_argument(
+            "--model",
+            choices=family_names(),
+            help=f"a freshly initialised language model of the size flags instead of a run{default}",
+        )
         sizes = sub.add_argument_group("sizes with --model")
         for flag, default in (("dim", 32), ("layers", 2), ("heads", 2), ("ff", 64), ("span", 8), ("context", 32),
                               ("vocab-size", 64)):  # fmt: skip
@@ -72,7 +76,7 @@ def subjects(args: argparse.Namespace, dtype: torch.dtype = torch.float32) -> li
 
     runs = args.runs if isinstance(args.runs, list) else [args.runs] if args.runs else []
     if args.analysis == "jacobian" and not runs and not args.model:
-        args.model = "feedback"  # a Jacobian needs no data: a fresh model shows the modes' costs
+        args.model = ModelConfig.model  # a Jacobian needs no data: a fresh model shows the modes' costs
     if bool(runs) == bool(args.model):
         raise FbtError("give a run directory or --model NAME (not both)")
     config = model_config(args)

@@ -16,7 +16,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from fbt.checkpoint import find_checkpoint
 from fbt.data.code_exec import IGNORE_INDEX
 from fbt.errors import FbtError
-from fbt.models import ModelConfig, build_model
+from fbt.models import ModelConfig, build_model, model_class
 
 
 @dataclass
@@ -67,12 +67,12 @@ def require_scored(subject: Subject) -> None:
 
 
 def check_family(name: str) -> None:
-    if name == "seq2seq":
-        raise FbtError("analysis reads token streams: translation (seq2seq) models are not supported")
+    if model_class(name).translates:
+        raise FbtError(f"analysis reads token streams: translation models ({name}) are not supported")
 
 
 def reference_path(model: nn.Module) -> nn.Module:
-    """torch.func transforms need plain autograd ops: the feedback model's step loop, not its fused segment
+    """torch.func transforms need plain autograd ops: a model's step loop (`fast = False`), not a fused segment
     (whose hand-written backward supports reverse mode only)."""
     if hasattr(model, "fast"):
         model.fast = False

@@ -18,6 +18,7 @@ from torch.func import jvp
 
 from fbt.analysis.common import Subject, reference_path
 from fbt.data.code_exec import IGNORE_INDEX
+from fbt.models import model_class
 
 
 class MemoryProbe:
@@ -59,9 +60,10 @@ def dependence(subject: Subject, seed: int = 0) -> dict:
     embedded = model.embed(subject.inputs).detach().requires_grad_()
     handle = model.embed.register_forward_hook(lambda module, inputs, output: embedded)
     try:
-        result = {"model": subject.label, "family": config.model, "layers": config.layers, "span": config.span}
+        result = {"model": subject.label, "family": config.model, "layers": config.layers, "span": config.span,
+                  "reach": model_class(config.model).reach(config)}  # fmt: skip
         B, T, D = embedded.shape
-        if config.model == "feedback":
+        if hasattr(model, "memory_probe"):  # a model whose step makes a memory (models/feedback_step.py)
             delta = torch.zeros(B, T, D, dtype=embedded.dtype, requires_grad=True)
             model.memory_probe = MemoryProbe(delta)
             logits, _ = model(subject.inputs)
@@ -113,12 +115,13 @@ def plot_dependence(reports: list[dict], out) -> None:
         if "memory" in report:
             axis.plot(lags, [max(v, 1e-12) for v in report["memory"]], color=color, linestyle="--",
                       label=f"{label}: ∂L_t/∂m_(t-k)")  # fmt: skip
-        reach = report["span"] * (report["layers"] if report["family"] == "transformer-xl" else 1)
-        axis.axvline(reach, color=color, linestyle=":", linewidth=1)
+        if report["reach"] is not None:
+            axis.axvline(report["reach"], color=color, linestyle=":", linewidth=1)
     axis.set_yscale("log")
     axis.set_xlabel("distance k (steps back)")
     axis.set_ylabel("mean gradient norm (zero drawn at 1e-12)")
-    axis.set_title("how far back the loss depends on the past (dotted: span, L·span for Transformer-XL)", fontsize=9)
+    axis.set_title("how far back the loss depends on the past (dotted: the furthest input a step attends to)",
+                   fontsize=9)  # fmt: skip
     axis.legend(fontsize=7)
     save_figure(plt, figure, out)
 

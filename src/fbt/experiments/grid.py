@@ -40,7 +40,7 @@ from pathlib import Path
 
 from fbt.data.code_exec import ProgramSpec
 from fbt.errors import FbtError
-from fbt.models.config import ModelConfig
+from fbt.models import COMMON_OPTIONS, ModelConfig, family_names, model_class
 from fbt.presets import get_preset
 from fbt.training.config import TrainConfig
 
@@ -114,19 +114,14 @@ def effective_settings(settings: dict, command: str) -> dict:
     return {**base, **{k: v for k, v in settings.items() if k != "preset"}}
 
 
-# Settings a model family ignores, left out of a cell's name (memory_layer matters with memory = "layer" only).
-ONLY_FOR = {
-    "memory": "feedback", "memory_layer": "feedback", "shared_kv": "feedback",
-    "attend_self": "transformer-xl", "context": "gpt",
-}  # fmt: skip
-
-
 def matters(key: str, values: dict) -> bool:
-    if key == "span" and values.get("model") in ("gpt", "lstm"):
-        return False
+    """Whether a cell's setting changes what it runs: model config fields its family ignores are left out of
+    its name (memory_layer only counts with memory = "layer")."""
     if key == "memory_layer" and values.get("memory") != "layer":
         return False
-    return ONLY_FOR.get(key, values.get("model")) == values.get("model")
+    if key not in MODEL_FIELDS or key in COMMON_OPTIONS:
+        return True
+    return key in model_class(values.get("model", ModelConfig.model)).options
 
 
 @dataclass(frozen=True)
@@ -219,12 +214,16 @@ def resolve_data(expanded: list[tuple[dict, str]], datasets: dict, out: Path) ->
             settings["data"] = str((out / "data" / settings["data"]).resolve())
 
 
-def build_cells(path: Path, command: str, expanded: list[tuple[dict, str]]) -> list[Cell]:
+def build_cells(grid: GridFile, command: str, expanded: list[tuple[dict, str]]) -> list[Cell]:
     """One cell per distinct effective settings, named by what varies (see the module docstring)."""
     try:
         effective = [effective_settings(settings, command) for settings, _ in expanded]
     except FbtError as error:
-        raise FbtError(f"{path}: {error}") from None
+        raise FbtError(f"{grid.path}: {error}") from None
+    for values in effective:
+        model = values.get("model", ModelConfig.model)
+        if model not in family_names():
+            raise grid.fail("model", f"unknown model {model!r}; choose one of {', '.join(family_names())}", model)
     given = list(dict.fromkeys(k for settings, _ in expanded for k in settings if k != "preset"))
 
     def varying(indices: list[int]) -> list[str]:
@@ -242,14 +241,14 @@ def build_cells(path: Path, command: str, expanded: list[tuple[dict, str]]) -> l
         if identity in cells:
             first = cells[identity]
             if section in first.sections:
-                raise FbtError(f"{path}: two cells of section {section!r} have the same settings ({first.name})")
+                raise FbtError(f"{grid.path}: two cells of section {section!r} have the same settings ({first.name})")
             cells[identity] = Cell(first.name, first.settings, (*first.sections, section), {**first.values, **shown})
             continue
         name = ",".join(f"{k}={v}" for k, v in shown.items()) or "cell"
         if name in names:  # the same settings shown, others differ: the section tells them apart
             name = f"{re.sub(r'[^A-Za-z0-9]+', '-', section).strip('-')}.{name}"
         if name in names:
-            raise FbtError(f"{path}: two different cells would be named {name}; vary a setting the model uses")
+            raise FbtError(f"{grid.path}: two different cells would be named {name}; vary a setting the model uses")
         names[name] = identity
         cells[identity] = Cell(name, settings, (section,), shown)
     return list(cells.values())
@@ -275,6 +274,6 @@ def load_grid(name_or_file: str, out: Path, seeds: int | None = None, steps: int
     check_settings(grid, command, defaults, blocks)
     expanded = expand(blocks, defaults, command, grid.raw.get("seeds", 1), seeds, steps)
     resolve_data(expanded, datasets, out)
-    cells = build_cells(grid.path, command, expanded)
+    cells = build_cells(grid, command, expanded)
     references = references_of(grid)
     return Grid(grid.path, grid.raw.get("description", ""), command, references, datasets, cells)

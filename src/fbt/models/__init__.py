@@ -6,6 +6,9 @@ time in training and is the cache for incremental decoding.
 
 The translation model `seq2seq` (models/seq2seq.py) is the exception: it reads a `TranslationBatch` of
 padded sources and targets, `logits, _ = model(batch)`, and decodes with `encode` then `decode`.
+
+A family is one module plus one line in registry.py, or a `register_family(name, cls)` call from outside;
+what it declares to the rest of fbt is listed in family.py.
 """
 
 from __future__ import annotations
@@ -13,26 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fbt.models.config import MEMORY_SOURCES, MODEL_NAMES, ModelConfig
+from fbt.models.config import MEMORY_SOURCES, ModelConfig
+from fbt.models.family import COMMON_OPTIONS, ModelFamily
 from fbt.models.pretrained import PretrainedModel, from_pretrained
-
-
-def model_class(name: str) -> type[PretrainedModel]:
-    """The class of model family `name` (one of MODEL_NAMES)."""
-    from fbt.models.feedback import FeedbackTransformer
-    from fbt.models.gpt import GPT
-    from fbt.models.lstm import LSTMLanguageModel
-    from fbt.models.seq2seq import Seq2Seq
-    from fbt.models.transformer_xl import TransformerXL
-
-    families = {
-        "feedback": FeedbackTransformer,
-        "transformer-xl": TransformerXL,
-        "gpt": GPT,
-        "lstm": LSTMLanguageModel,
-        "seq2seq": Seq2Seq,
-    }
-    return families[name]
+from fbt.models.registry import family_names, model_class, register_family
 
 
 def build_model(config: ModelConfig) -> nn.Module:
@@ -45,12 +32,15 @@ def state_nbytes(state: dict[str, torch.Tensor] | None) -> int:
 
 
 __all__ = [
+    "COMMON_OPTIONS",
     "MEMORY_SOURCES",
-    "MODEL_NAMES",
     "ModelConfig",
+    "ModelFamily",
     "PretrainedModel",
     "build_model",
+    "family_names",
     "from_pretrained",
     "model_class",
+    "register_family",
     "state_nbytes",
 ]

@@ -6,9 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 
 from fbt.errors import FbtError
+from fbt.models.registry import family_names
 from fbt.rundir import config_from_dict
 
-MODEL_NAMES = ("feedback", "transformer-xl", "gpt", "lstm", "seq2seq")
 DECODERS = ("feedback", "transformer")  # seq2seq decoders
 MEMORY_SOURCES = ("all", "top", "layer")
 INITS = ("paper", "gpt2")  # see layers.py
@@ -17,7 +17,7 @@ KV_CHOICES = ("shared", "per-layer")  # the values of --kv, which sets `shared_k
 
 @dataclass
 class ModelConfig:
-    model: str = "feedback"  # one of MODEL_NAMES
+    model: str = "feedback"  # a registered model family (registry.py)
     vocab_size: int = 256  # number of token ids; bytes use 256
     dim: int = 256  # residual width D
     layers: int = 4  # number of blocks L
@@ -39,8 +39,8 @@ class ModelConfig:
         self.validate()
 
     def validate(self) -> None:
-        if self.model not in MODEL_NAMES:
-            raise FbtError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+        if self.model not in family_names():
+            raise FbtError(f"unknown model {self.model!r}; choose one of {', '.join(family_names())}")
         for name in ("vocab_size", "dim", "layers", "heads", "ff", "span", "context", "encoder_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

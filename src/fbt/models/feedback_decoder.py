@@ -1,5 +1,5 @@
 """The feedback decoder for translation (Fan et al., arXiv 2002.09402, section 4.2): the Feedback Transformer
-of feedback.py reading the source too.
+step (feedback_step.py) reading the source too.
 
 At target step t every layer attends, in order, to the feedback memory of the previous target steps
 m_{t-S} .. m_{t-1} (the same memory for all layers, as in the language model), to the encoder output
@@ -8,18 +8,18 @@ softmax(w). A new sentence starts with an empty memory. The recurrence makes the
 training too; in decoding each step is one call with the state as cache.
 
 Shapes: B batch, T target steps, n visible memories (n <= S, the span), S source length, D width, L layers,
-H heads, E head width. State (batch first): "memory" (B, n, D); its "keys"/"values" (B, n, D) with shared K/V
-or (B, L, n, D) per layer; "cross_keys"/"cross_values" (B, L, H, S, E); "source_visible" (B, 1, 1, S).
+H heads, E head width. State (batch first, so that beam search reorders it with one index): "memory"
+(B, n, D); its "keys"/"values" (B, n, D) with shared K/V or (B, L, n, D) per layer; "cross_keys"/"cross_values"
+(B, L, H, S, E); "source_visible" (B, 1, 1, S).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from fbt.models.config import ModelConfig
-from fbt.models.feedback import FeedbackLayer, FeedbackMemory
-from fbt.models.layers import CrossAttention, run_layer, source_state
+from fbt.models.feedback_step import FeedbackLayer, FeedbackStack
+from fbt.models.layers import CrossAttention, source_state
 
 
 class FeedbackDecoderLayer(FeedbackLayer):
@@ -27,63 +27,44 @@ class FeedbackDecoderLayer(FeedbackLayer):
         super().__init__(config)
         self.cross = CrossAttention(config.dim, config.heads, config.dropout)
 
-    def forward(self, x, keys, values, pos_keys, cross_keys, cross_values, source_visible):
-        """One step: x (B, D); memory keys/values (B, H, n, E); pos_keys (E, n); cross (B, H, S, E)."""
-        x = self.attend(x, keys, values, pos_keys)
+    def forward(self, x, keys, values, pos_keys, visible, cross_keys, cross_values, source_visible):
+        """One step: x (B, D); memory keys/values (B, H, n, E); pos_keys (E, n); visible None (every memory);
+        cross (B, H, S, E); source_visible (B, 1, 1, S)."""
+        x = self.attend(x, keys, values, pos_keys, visible)
         x = self.cross(x[:, None], cross_keys, cross_values, source_visible)[:, 0]
         return x + self.ff(self.norm_ff(x))
 
 
-class FeedbackDecoder(FeedbackMemory, nn.Module):
+class FeedbackDecoder(FeedbackStack):
     def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.config = config
-        self.layers = nn.ModuleList(FeedbackDecoderLayer(config) for _ in range(config.layers))
-        self.add_memory_parameters(config)
-        self.norm_out = nn.LayerNorm(config.dim)
-        self.checkpoint_activations = False  # see layers.run_layer
+        super().__init__(config, FeedbackDecoderLayer)
 
     def start(self, encoded: torch.Tensor, source_visible: torch.Tensor) -> dict:
         """The state before the first target token: no memory yet, the encoder output's keys/values."""
         memory = encoded.new_zeros(encoded.shape[0], 0, self.config.dim)
-        keys, values = self.batch_first(*self.project_memory(memory))
-        return {"memory": memory, "keys": keys, "values": values, **source_state(self.layers, encoded, source_visible)}
+        keys, values = self.project_memory(memory)
+        return {"memory": memory, "keys": self.batch_first(keys), "values": self.batch_first(values),
+                **source_state(self.layers, encoded, source_visible)}  # fmt: skip
 
-    def batch_first(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """project_memory's per-layer (L, B, n, D) as (B, L, n, D); shared (B, n, D) as it is."""
-        if self.config.shared_kv:
-            return keys, values
-        return keys.movedim(0, 1), values.movedim(0, 1)
+    def batch_first(self, kv: torch.Tensor) -> torch.Tensor:
+        """Per-layer keys or values (L, B, n, D) as (B, L, n, D); shared ones (B, n, D) as they are."""
+        return kv if self.config.shared_kv else kv.movedim(0, 1)
+
+    def layer_first(self, kv: torch.Tensor) -> torch.Tensor:
+        """The inverse of `batch_first`."""
+        return kv if self.config.shared_kv else kv.movedim(1, 0)
 
     def forward(self, embedded: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         """Embedded target tokens (B, T, D) -> hidden states (B, T, D) and the state after them."""
-        cfg = self.config
-        H, E, S = cfg.heads, cfg.head_dim, cfg.span
+        window = self.open_window(state["memory"], self.layer_first(state["keys"]), self.layer_first(state["values"]))
 
-        def heads(kv: torch.Tensor) -> torch.Tensor:  # (B, n, D) or (B, L, n, D) -> (..., B, H, n, E)
-            kv = kv if cfg.shared_kv else kv.movedim(1, 0)
-            return kv.unflatten(-1, (H, E)).transpose(-2, -3)
+        def source(index: int) -> tuple:  # what layer `index` reads of the source
+            return state["cross_keys"][:, index], state["cross_values"][:, index], state["source_visible"]
 
-        window_k, window_v = heads(state["keys"]), heads(state["values"])
-        memories, tops = [], []
+        tops = []
         for t in range(embedded.shape[1]):
-            n = window_k.shape[-2]
-            pos = self.pos_keys[:, S - n :]  # (E, n)
-            x = embedded[:, t]
-            states = [x]
-            for index, layer in enumerate(self.layers):
-                layer_k = window_k if cfg.shared_kv else window_k[index]
-                layer_v = window_v if cfg.shared_kv else window_v[index]
-                x = run_layer(
-                    layer, self.checkpoint_activations, x, layer_k, layer_v, pos, state["cross_keys"][:, index],
-                    state["cross_values"][:, index], state["source_visible"],
-                )  # fmt: skip
-                states.append(x)
-            memory = self.mix_memory(states)  # (B, D)
-            window_k, window_v = self.push_memory(window_k, window_v, memory)
-            memories.append(memory)
+            x, window = self.step(embedded[:, t], window, t, source)
             tops.append(x)
-        memory = torch.cat([state["memory"], torch.stack(memories, dim=1)], dim=1)[:, -S:]
-        keys, values = (w.transpose(-2, -3).flatten(-2) for w in (window_k, window_v))  # (..., B, n, D)
-        keys, values = self.batch_first(keys, values)
-        return self.norm_out(torch.stack(tops, dim=1)), {**state, "memory": memory, "keys": keys, "values": values}
+        keys, values = (self.batch_first(self.merge_heads(kv)) for kv in (window.keys, window.values))
+        new_state = {**state, "memory": window.memory, "keys": keys, "values": values}
+        return self.norm_out(torch.stack(tops, dim=1)), new_state

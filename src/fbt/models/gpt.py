@@ -26,6 +26,7 @@ from torch import nn
 
 from fbt.errors import FbtError
 from fbt.models.config import ModelConfig
+from fbt.models.family import ModelFamily, attention_line, layers_line
 from fbt.models.layers import FeedForward, init_weights, run_layer
 from fbt.models.pretrained import PretrainedLM
 
@@ -69,7 +70,28 @@ class GPTLayer(nn.Module):
         return x, keys, values
 
 
-class GPT(PretrainedLM, nn.Module):
+class GPT(ModelFamily, PretrainedLM, nn.Module):
+    state_batch_dims = {"tokens": 0, "keys": 1, "values": 1}
+    options = ("heads", "ff", "context")
+
+    @classmethod
+    def describe(cls, config: ModelConfig) -> str:
+        return f"{layers_line(config)}{attention_line(config)}, context {config.context}"
+
+    @classmethod
+    def forward_flops_per_token(cls, config: ModelConfig) -> int:
+        D, F, L = config.dim, config.ff, config.layers
+        # q, k, v, out; scores and the weighted values over the context.
+        return L * (8 * D * D + 4 * D * F + 4 * config.context * D) + 2 * D * config.vocab_size
+
+    @classmethod
+    def state_tokens(cls, config: ModelConfig) -> int:
+        return config.context
+
+    @classmethod
+    def reach(cls, config: ModelConfig) -> int:
+        return config.context
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config

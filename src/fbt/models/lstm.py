@@ -17,11 +17,29 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from fbt.models.config import ModelConfig
+from fbt.models.family import ModelFamily, layers_line
 from fbt.models.layers import checkpoint_group, init_weights
 from fbt.models.pretrained import PretrainedLM
 
 
-class LSTMLanguageModel(PretrainedLM, nn.Module):
+class LSTMLanguageModel(ModelFamily, PretrainedLM, nn.Module):
+    state_batch_dims = {"h": 1, "c": 1}
+    options = ()
+
+    @classmethod
+    def describe(cls, config: ModelConfig) -> str:
+        return layers_line(config)
+
+    @classmethod
+    def forward_flops_per_token(cls, config: ModelConfig) -> int:
+        D = config.dim
+        # Four gates from the layer's input and its hidden state, (2D) x (4D) per layer.
+        return config.layers * 2 * (2 * D) * (4 * D) + 2 * D * config.vocab_size
+
+    @classmethod
+    def state_tokens(cls, config: ModelConfig) -> int:
+        return 1
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config

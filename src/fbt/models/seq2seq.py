@@ -17,13 +17,45 @@ from fbt.data.tokenizer import PAD_ID
 from fbt.data.translation import TranslationBatch
 from fbt.models.config import ModelConfig
 from fbt.models.encoder import TransformerEncoder
+from fbt.models.family import ModelFamily, attention_line
 from fbt.models.feedback_decoder import FeedbackDecoder
+from fbt.models.feedback_step import kv_line
 from fbt.models.layers import init_position_keys, init_weights
 from fbt.models.pretrained import PretrainedSeq2Seq
 from fbt.models.transformer_decoder import TransformerDecoder
 
 
-class Seq2Seq(PretrainedSeq2Seq, nn.Module):
+class Seq2Seq(ModelFamily, PretrainedSeq2Seq, nn.Module):
+    # The decoding state of either decoder (feedback_decoder.py, transformer_decoder.py): batch first
+    state_batch_dims = dict.fromkeys(("memory", "keys", "values", "cross_keys", "cross_values", "source_visible"), 0)
+    options = ("heads", "ff", "span", "context", "shared_kv", "memory", "memory_layer", "decoder", "encoder_layers")
+    translates = True
+
+    @classmethod
+    def describe(cls, config: ModelConfig) -> str:
+        plural = "s" if config.layers > 1 else ""
+        shape = (f"{config.model}, {config.encoder_layers}-layer encoder, {config.decoder} decoder of "
+                 f"{config.layers} layer{plural}, d{config.dim}{attention_line(config)}")  # fmt: skip
+        return shape + (kv_line(config) if config.decoder == "feedback" else "")
+
+    @classmethod
+    def forward_flops_per_token(cls, config: ModelConfig) -> int:
+        """Per target token, with one source token encoded per target token and attention over the whole
+        context (an upper bound, as GPT's count)."""
+        D, F, L, C = config.dim, config.ff, config.layers, config.context
+        encoder = config.encoder_layers * (8 * D * D + 4 * D * F + 4 * C * D)
+        cross = L * (8 * D * D + 4 * C * D)  # q, out; K, V of one source token; scores, weighted values
+        if config.decoder == "feedback":
+            kv = 4 * D * D * (1 if config.shared_kv else L)
+            decoder = L * (4 * D * D + 4 * D * F + 6 * config.span * D) + kv
+        else:
+            decoder = L * (8 * D * D + 4 * D * F + 4 * C * D)
+        return encoder + cross + decoder + 2 * D * config.vocab_size
+
+    @classmethod
+    def state_tokens(cls, config: ModelConfig) -> int:
+        return config.span if config.decoder == "feedback" else config.context
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -53,10 +85,10 @@ class Seq2Seq(PretrainedSeq2Seq, nn.Module):
         logits, _ = self.decode(batch.target, self.encode(batch.source))
         return logits, None
 
-    @staticmethod
-    def reorder_state(state: dict, index: torch.Tensor) -> dict:
+    def reorder_state(self, state: dict, index: torch.Tensor) -> dict:
         """The state of the sentences (or beams) `index` (B',), in that order."""
-        return {name: tensor.index_select(0, index) for name, tensor in state.items()}
+        dims = self.state_batch_dims
+        return {name: tensor.index_select(dims[name] % tensor.dim(), index) for name, tensor in state.items()}
 
     @torch.no_grad()
     def diagnostics(self, state: None) -> dict:

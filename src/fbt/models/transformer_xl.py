@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from fbt.models.config import ModelConfig
+from fbt.models.family import ModelFamily, attention_line, layers_line
 from fbt.models.layers import FeedForward, init_position_keys, init_weights, run_layer
 from fbt.models.pretrained import PretrainedLM
 
@@ -104,7 +105,29 @@ def attention_layout(
     return (S - distance).clamp(0, S), masked
 
 
-class TransformerXL(PretrainedLM, nn.Module):
+class TransformerXL(ModelFamily, PretrainedLM, nn.Module):
+    state_batch_dims = {"hidden": 1, "keys": 1, "values": 1}
+    options = ("heads", "ff", "span", "attend_self")
+
+    @classmethod
+    def describe(cls, config: ModelConfig) -> str:
+        return f"{layers_line(config)}{attention_line(config)}, span {config.span}"
+
+    @classmethod
+    def forward_flops_per_token(cls, config: ModelConfig) -> int:
+        D, F, L = config.dim, config.ff, config.layers
+        # q, k, v, out; scores, position scores and the weighted values over S + 1 positions.
+        attention = 6 * (config.span + 1) * D
+        return L * (8 * D * D + 4 * D * F + attention) + 2 * D * config.vocab_size
+
+    @classmethod
+    def state_tokens(cls, config: ModelConfig) -> int:
+        return config.span
+
+    @classmethod
+    def reach(cls, config: ModelConfig) -> int:
+        return config.span * config.layers  # layer l reads layer l - 1's inputs of S tokens back
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config

@@ -23,7 +23,7 @@ from torch import nn
 
 from fbt.errors import FbtError
 from fbt.models.config import ModelConfig
-from fbt.models.feedback import FeedbackLayer, FeedbackMemory
+from fbt.models.feedback_step import FeedbackStack
 from fbt.models.layers import init_position_keys, init_weights
 from fbt.models.transformer_xl import XLLayer
 
@@ -50,15 +50,11 @@ class ObservationEncoder(nn.Module):
         return torch.relu(self.project(cells.flatten(1)) + self.heading(direction.long()))
 
 
-class FeedbackCore(FeedbackMemory, nn.Module):
-    """The Feedback Transformer's recurrence over environment steps (see models/feedback.py)."""
+class FeedbackCore(FeedbackStack):
+    """The Feedback Transformer's step (models/feedback_step.py) over environment steps."""
 
     def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.config = config
-        self.layers = nn.ModuleList(FeedbackLayer(config) for _ in range(config.layers))
-        self.add_memory_parameters(config)
-        self.norm_out = nn.LayerNorm(config.dim)
+        super().__init__(config)
         init_weights(self, config.layers, config.init)
         init_position_keys(self.pos_keys, config.init)
 
@@ -68,28 +64,13 @@ class FeedbackCore(FeedbackMemory, nn.Module):
         return {"memory": torch.zeros(batch, S, D, device=device), "visible": visible}
 
     def forward(self, inputs: torch.Tensor, state: dict, starts: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        cfg = self.config
-        H, E = cfg.heads, cfg.head_dim
-        memory, visible = state["memory"], state["visible"]  # (B, S, D), (B, S)
-        keys, values = self.project_memory(memory)  # (B, S, D) shared, or (L, B, S, D)
-        window_k = keys.unflatten(-1, (H, E)).transpose(-2, -3)  # (..., B, H, S, E)
-        window_v = values.unflatten(-1, (H, E)).transpose(-2, -3)
+        window = self.open_window(state["memory"], visible=state["visible"])  # S slots: (B, S, D), (B, S)
         outputs = []
         for t in range(inputs.shape[0]):
-            visible = visible & ~starts[t, :, None]
-            x = inputs[t]
-            states = [x]
-            for index, layer in enumerate(self.layers):
-                layer_k = window_k if cfg.shared_kv else window_k[index]
-                layer_v = window_v if cfg.shared_kv else window_v[index]
-                x = layer(x, layer_k, layer_v, self.pos_keys, visible)
-                states.append(x)
-            m = self.mix_memory(states)  # (B, D)
-            window_k, window_v = self.push_memory(window_k, window_v, m)
-            memory = torch.cat([memory[:, 1:], m[:, None]], dim=1)
-            visible = torch.cat([visible[:, 1:], torch.ones_like(visible[:, :1])], dim=1)
+            window = window._replace(visible=window.visible & ~starts[t, :, None])
+            x, window = self.step(inputs[t], window, t)
             outputs.append(self.norm_out(x))
-        return torch.stack(outputs), {"memory": memory, "visible": visible}
+        return torch.stack(outputs), {"memory": window.memory, "visible": window.visible}
 
 
 class TransformerXLCore(nn.Module):
@@ -170,10 +151,10 @@ CORES = {"feedback": FeedbackCore, "transformer-xl": TransformerXLCore, "lstm": 
 
 
 def core_config(policy: str, dim: int, layers: int, heads: int, ff: int, span: int) -> ModelConfig:
+    """The sizes of a core, checked; the policy, not the config's `model`, picks the core."""
     if policy not in CORES:
         raise FbtError(f"unknown policy {policy!r}; choose one of {', '.join(POLICY_NAMES)}")
-    model = "lstm" if policy in ("lstm", "mlp") else policy
-    return ModelConfig(model=model, vocab_size=1, dim=dim, layers=layers, heads=heads, ff=ff, span=span)
+    return ModelConfig(vocab_size=1, dim=dim, layers=layers, heads=heads, ff=ff, span=span)
 
 
 class Policy(nn.Module):

@@ -5,32 +5,7 @@ from __future__ import annotations
 import torch
 
 from fbt.formatting import format_count
-from fbt.models.config import kv_choice
 from fbt.training.trainer import Trainer
-
-
-def model_line(model: dict) -> str:
-    name = model["model"]
-    layers = model["layers"]
-    plural = "s" if layers > 1 else ""
-    if name == "seq2seq":
-        shape = (
-            f"seq2seq, {model['encoder_layers']}-layer encoder, {model['decoder']} decoder of {layers} "
-            f"layer{plural}, d{model['dim']}, {model['heads']} heads, FF{model['ff']}"
-        )
-        if model["decoder"] == "feedback":
-            shape += f", span {model['span']}, {kv_choice(model['shared_kv'])} K/V"
-        return shape
-    shape = f"{name}, {layers} layer{plural}, d{model['dim']}"
-    if name != "lstm":
-        shape += f", {model['heads']} heads, FF{model['ff']}"
-    if name in ("feedback", "transformer-xl"):
-        shape += f", span {model['span']}"
-    if name == "gpt":
-        shape += f", context {model['context']}"
-    if name == "feedback":
-        shape += f", {kv_choice(model['shared_kv'])} K/V, memory from {model['memory']}"
-    return shape
 
 
 def batching(trainer: Trainer) -> str:
@@ -59,7 +34,7 @@ def describe(trainer: Trainer) -> str:
     device = f"{trainer.device}{threads}" + (f", x {ranks} data-parallel ranks (DDP)" if ranks > 1 else "")
     lines = [
         ("run", f"{trainer.run_dir} ({start}, {cfg.steps} steps{budget})"),
-        ("model", f"{model_line(trainer.run_config['model'])}: {parameters:,} parameters"),
+        ("model", f"{trainer.model.describe(trainer.model.config)}: {parameters:,} parameters"),
         ("device", device),
         (
             "data",

@@ -18,15 +18,6 @@ from fbt.data.translation import TranslationBatch
 from fbt.device import resolve_device
 from fbt.errors import FbtError
 
-# The dimension of B in each carried-state tensor, per model family (negative: counted from the end, for the
-# feedback keys/values that are (B, n, D) when shared and (L, B, n, D) per layer).
-STATE_BATCH_DIMS = {
-    "feedback": {"memory": 0, "keys": -3, "values": -3},
-    "transformer-xl": {"hidden": 1, "keys": 1, "values": 1},
-    "gpt": {"tokens": 0, "keys": 1, "values": 1},
-    "lstm": {"h": 1, "c": 1},
-}
-
 
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -111,28 +102,29 @@ def _collective_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
-def state_rows(model: str, state: dict | None, rows: slice) -> dict | None:
+# `dims` below: the model family's state_batch_dims, {state tensor name: its batch dimension} (negative: from
+# the end).
+
+
+def state_rows(dims: dict[str, int], state: dict | None, rows: slice) -> dict | None:
     """The rows `rows` of a carried state (None stays None)."""
     if state is None:
         return None
-    dims = STATE_BATCH_DIMS[model]
     return {name: tensor.narrow(dims[name] % tensor.dim(), rows.start, rows.stop - rows.start)
             for name, tensor in state.items()}  # fmt: skip
 
 
-def cat_states(model: str, states: list[dict | None]) -> dict | None:
+def cat_states(dims: dict[str, int], states: list[dict | None]) -> dict | None:
     """Row-wise concatenation of the states of consecutive row blocks."""
     if states[0] is None:
         return None
-    dims = STATE_BATCH_DIMS[model]
     return {name: torch.cat([s[name] for s in states], dim=dims[name] % states[0][name].dim()) for name in states[0]}
 
 
-def gather_state(ranks: Ranks, model: str, state: dict | None) -> dict | None:
+def gather_state(ranks: Ranks, dims: dict[str, int], state: dict | None) -> dict | None:
     """The global carried state from every rank's slice (every rank must call it)."""
     if ranks.world == 1 or state is None:
         return state
-    dims = STATE_BATCH_DIMS[model]
     return {name: ranks.gather_rows(tensor, dims[name] % tensor.dim()) for name, tensor in state.items()}
 
 

@@ -4,8 +4,10 @@ CsvLog is the plain file (fixed columns, the header with the first row), also RL
 adds the training columns and TensorBoard.
 
 Rows are typed by their first column, `kind`: "train" rows hold the training columns (means over the logging
-window), "valid" rows the validation metrics of a pass at that step. With `tensorboard`, the same numbers also
-go to TensorBoard event files in the run directory (`tensorboard --logdir RUN`), as "train/loss",
+window), "valid" rows the validation metrics of a pass at that step. A value under a name the file has no
+column for yet (what a model's `diagnostics` reports, e.g. the feedback memory's RMS) adds a column at the end:
+the file is rewritten with the wider header, earlier rows empty there. With `tensorboard`, the same numbers
+also go to TensorBoard event files in the run directory (`tensorboard --logdir RUN`), as "train/loss",
 "valid/accuracy" and so on, against the step.
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 from fbt.errors import FbtError
 
 KINDS = ("train", "valid")
+# The columns every log starts with; others follow in the order they first appear.
 COLUMNS = (
     "kind",
     "step",
@@ -31,10 +34,6 @@ COLUMNS = (
     "valid_accuracy",
     "valid_bits_per_byte",
     "valid_perplexity",  # subword tasks (lm, translation): per token
-    # Feedback models: RMS of the carried memory and the learned softmax weights of x^0 .. x^L in it
-    # (space-separated).
-    "memory_rms",
-    "memory_weights",
 )
 
 
@@ -77,14 +76,15 @@ class MetricsLog(CsvLog):
         super().__init__(path, COLUMNS, active)
         self.board = open_tensorboard(self.path.parent) if tensorboard and active else None
 
-    def write(self, kind: str, step: int, tokens: int, elapsed: float, lr: float | None, **metrics: float) -> None:
+    def write(self, kind: str, step: int, tokens: int, elapsed: float, lr: float | None, **metrics) -> None:
+        """One row; `metrics` are numbers or text, by column name."""
         assert kind in KINDS, kind
         if not self.active:
             return
         if self.board is not None:
             numbers = {"lr": lr, **metrics} if lr is not None else metrics
             for name, value in numbers.items():
-                if isinstance(value, int | float) and name in COLUMNS:
+                if isinstance(value, int | float):
                     self.board.add_scalar(f"{kind}/{name.removeprefix(kind + '_')}", value, step)
             self.board.flush()
         row = {
@@ -94,35 +94,35 @@ class MetricsLog(CsvLog):
             "elapsed_s": f"{elapsed:.3f}",
             "lr": "" if lr is None else f"{lr:.6g}",
         }
-        row.update(
-            {
-                name: value if isinstance(value, str) else f"{value:.6g}"
-                for name, value in metrics.items()
-                if name in COLUMNS
-            }
-        )
-        self._upgrade_header()
+        row.update({name: value if isinstance(value, str) else f"{value:.6g}" for name, value in metrics.items()})
+        header = self.header()
+        self.columns = tuple(dict.fromkeys((*COLUMNS, *header, *row)))
+        if header and header != self.columns:
+            self.rewrite(self.columns, step=None)
         self.append(row)
 
-    def _upgrade_header(self) -> None:
-        """A file written with fewer columns (an older version) is rewritten with the current ones."""
+    def header(self) -> tuple[str, ...]:
+        """The file's columns (none before its first row)."""
         if not self.path.exists():
-            return
+            return ()
         with open(self.path, newline="") as handle:
-            header = next(csv.reader(handle), [])
-        if tuple(header) != COLUMNS:
-            self.drop_after(None)
+            return tuple(next(csv.reader(handle), []))
 
     def drop_after(self, step: int | None) -> None:
         """Forget rows logged after `step`: a resumed run rewrites them from its checkpoint."""
         if not self.active or not self.path.exists():
             return
+        self.rewrite(tuple(dict.fromkeys((*COLUMNS, *self.header()))), step)
+
+    def rewrite(self, columns: tuple[str, ...], step: int | None) -> None:
+        """The file with these columns (a file from before the `kind` column gets its kinds), rows after `step`
+        left out (None: all kept)."""
         with open(self.path, newline="") as handle:
             rows = [row for row in csv.DictReader(handle) if step is None or int(row["step"]) <= step]
         for row in rows:
             row["kind"] = row.get("kind") or legacy_kind(row)
         with open(self.path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
 

@@ -1,9 +1,9 @@
 """The training loop: truncated BPTT over parallel streams, for any model with the common interface.
 
-The trainer only assumes `logits, state = model(inputs, state)` with `state` a dict of tensors (or None), and,
-optionally, `model.diagnostics(state)` returning extra numbers to log. Everything a resumed run needs to
-continue the exact loss curve is checkpointed: weights, optimiser moments, the RNGs, the data position, the
-curriculum stage and the carried stream state.
+The trainer only assumes `logits, state = model(inputs, state)` with `state` a dict of tensors (or None) whose
+batch dimensions `model.state_batch_dims` gives (models/family.py), and, optionally, `model.diagnostics(state)`
+returning extra values to log. Everything a resumed run needs to continue the exact loss curve is checkpointed:
+weights, optimiser moments, the RNGs, the data position, the curriculum stage and the carried stream state.
 
 A non-finite loss or gradient stops training with `NonFiniteError` before the optimiser step: the weights are
 never updated with it, and no checkpoint is written after it, so the last checkpoint stays the latest one.
@@ -111,7 +111,7 @@ class Trainer:
     def save(self) -> Path:
         weights = finite_weights(self.model, f"step {self.step}")  # on every rank, so that all stop together
         # Collectives first: every rank takes part, then only rank 0 writes.
-        global_state = gather_state(self.ranks, self.family, self.state)
+        global_state = gather_state(self.ranks, self.model.state_batch_dims, self.state)
         rng = self.gather_rng()
         if not self.ranks.main:
             self.saved_step = self.step
@@ -169,15 +169,10 @@ class Trainer:
             self.anchor = (last, learning_rate(last, old, self.anchor) / self.config.lr)
         global_state = state_io.stream_state_from_flat(tensors, self.device)
         if global_state is not None:  # translation carries none
-            self.state = state_rows(self.family, global_state, self.ranks.rows(self.config.batch))
+            self.state = state_rows(self.model.state_batch_dims, global_state, self.ranks.rows(self.config.batch))
         self.saved_step = self.step
         if self.ranks.main:
             self.log.drop_after(self.step)
-
-    @property
-    def family(self) -> str:
-        """The model family, which says where the batch dimension of each carried-state tensor is."""
-        return self.model.config.model
 
     def gather_rng(self) -> dict[str, torch.Tensor]:
         """Every rank's RNG states (ranks draw different dropout masks): rank 0's under the plain names."""
@@ -225,12 +220,13 @@ class Trainer:
             last = index == len(micro) - 1
             with nullcontext() if last or self.net is self.model else self.net.no_sync():
                 with self.autocast():
-                    logits, state = self.net(micro_inputs.to(self.device), state_rows(self.family, self.state, rows))
+                    carried = state_rows(self.model.state_batch_dims, self.state, rows)
+                    logits, state = self.net(micro_inputs.to(self.device), carried)
                 part, _, _ = segment_loss(logits.float(), micro_targets.to(self.device))
                 (part / (max(scored, 1) / self.ranks.world)).backward()
             loss_sum += part.item()
             states.append(state)
-        self.state = cat_states(self.family, states)
+        self.state = cat_states(self.model.state_batch_dims, states)
         (loss_sum,) = self.ranks.sum([loss_sum])
         parameters = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = nn.utils.clip_grad_norm_(parameters, self.config.clip or math.inf).item()
