@@ -12,7 +12,7 @@ from fbt.data.code_exec import OFFICIAL_WEIGHTS
 from fbt.data.splits import SPLITS
 from fbt.models.config import DECODERS, INITS, MEMORY_SOURCES, MODEL_NAMES, ModelConfig
 from fbt.presets import PRESETS
-from fbt.tasks import TASK_NAMES
+from fbt.tasks import task_names
 from fbt.training.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 
 # Flags that map onto ModelConfig / TrainConfig fields (flag name with dashes -> field name).
@@ -137,7 +137,7 @@ def add_train_parser(commands) -> None:
     run = p.add_argument_group("data and optimisation")
     run.add_argument(
         "--task",
-        choices=TASK_NAMES,
+        choices=task_names(),
         help="text (bytes of a file), lm (BPE subwords of a file), code-exec (a dataset directory) or translation "
         "(sentence pairs) (default: code-exec for a code-exec directory, else text)",
     )

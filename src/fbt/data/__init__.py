@@ -4,7 +4,6 @@ Every loader returns aligned int64 inputs (N,) and targets (N,); `SegmentStream`
 """
 
 from fbt.data.code_exec import (
-    IGNORE_INDEX,
     TOKEN_TO_ID,
     VARIABLE_NAMES,
     VOCAB,
@@ -14,6 +13,7 @@ from fbt.data.code_exec import (
 )
 from fbt.data.splits import SPLITS
 from fbt.data.streams import SegmentStream
+from fbt.data.targets import IGNORE_INDEX
 from fbt.data.text import load_text_split
 
 __all__ = [
