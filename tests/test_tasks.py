@@ -114,6 +114,11 @@ def test_a_task_answers_before_its_run_is_built(tmp_path, name):
     assert task.tokens_per_step(config) > 0
     assert f" {tmp_path / 'run'} " in task.next_command(str(tmp_path / "run"))
     assert task_of_data(data) in (name, None)
+    if task.even_split:
+        with pytest.raises(FbtError, match="--batch 3 streams cannot be split into --accumulate 2 equal micro-batches"):
+            TrainConfig(task=name, batch=3, accumulate=2)
+    else:
+        TrainConfig(task=name, batch=3, accumulate=2)  # batches of sentences split into shares that differ by one
     if not task.takes_curriculum:
         with pytest.raises(FbtError, match=f"curricula are for token streams; {name} trains on one corpus"):
             TrainConfig(task=name, curriculum=str(data), curriculum_steps=1)
