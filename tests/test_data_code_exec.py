@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from fbt.data.code_exec import (
-    IGNORE_INDEX,
     TOKEN_TO_ID,
     VOCAB,
     ProgramSpec,
@@ -17,6 +16,7 @@ from fbt.data.code_exec import (
     load_code_exec_split,
 )
 from fbt.data.code_exec_heuristics import count_ignoring_ifs_accuracy, last_print_accuracy
+from fbt.data.targets import IGNORE_INDEX
 from fbt.errors import FbtError
 
 SMALL = (20, 5, 5)

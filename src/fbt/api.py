@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -13,23 +12,21 @@ from torch import nn
 
 from fbt import runlock
 from fbt.checkpoint import find_checkpoint, has_checkpoint
-from fbt.data.text import read_text_bytes, subword_split_text
 from fbt.data.tokenizer import TOKENIZER_FILE, load_tokenizer, train_tokenizer
-from fbt.data.translation import TranslationStream, encode_pairs, load_split_pairs, read_corpus
 from fbt.device import resolve_device
 from fbt.errors import FbtError, warn
-from fbt.models import ModelConfig, build_model, family_names, model_class
+from fbt.models import ModelConfig, build_model
 from fbt.models.config import kv_choice
 from fbt.rundir import CONFIG, ORIGINAL_CONFIG, RESUME_INFO, SUMMARY, load_weights, read_json, write_json_atomic
-from fbt.sampling import check_sampling, generate
-from fbt.tasks import TOKENIZED, Task
+from fbt.sampling import check_sampling
+from fbt.tasks import EvalSettings, Task, task_class
+from fbt.tasks.translation import TranslationTask
 from fbt.training.config import TrainConfig
 from fbt.training.describe import describe
 from fbt.training.distributed import Ranks
-from fbt.training.evaluate import evaluate
 from fbt.training.trainer import Trainer
+from fbt.translate import translate_texts
 
-UNCONDITIONAL_START = "\n"  # byte-level text has no start token: unconditional samples follow a line break
 # What a resumed run may change: how far it trains, where its data is, and how steps are computed.
 SESSION_SETTINGS = ("accumulate", "precision", "compile", "checkpoint_activations", "tensorboard")
 RESUME_CHANGES = ("steps", "time_budget", "data", *SESSION_SETTINGS)
@@ -47,55 +44,18 @@ def read_run_config(path: Path) -> tuple[ModelConfig, TrainConfig]:
     return ModelConfig.from_dict(data["model"]), TrainConfig.from_dict(data["train"])
 
 
-def load_streams(task: Task, config: TrainConfig, data: str, splits: tuple[str, ...], batch: int | None = None,
-                 segment: int | None = None) -> list:  # fmt: skip
-    """A stream per split of one dataset: segments of a token stream, or batches of sentence pairs."""
-    if task.name != "translation":
-        return [task.segment_stream(data, split, batch or config.batch, segment or config.segment,
-                                    config.target_column) for split in splits]  # fmt: skip
-    corpus = read_corpus(data, config.source_column, config.target_column, config.target_data, config.group_column)
-    streams = []
-    for split in splits:
-        sources, targets = encode_pairs(task.tokenizer, *load_split_pairs(corpus, split))
-        streams.append(TranslationStream(sources, targets, config.batch_tokens, config.max_length, config.seed,
-                                         shuffle=split == "train"))  # fmt: skip
-    return streams
-
-
-def training_text(config: TrainConfig) -> Iterator[str]:
-    """What an automatically trained tokenizer learns from: the train split of the run's data."""
-    if config.task == "lm":
-        yield from subword_split_text(read_text_bytes(config.data, config.target_column), "train").splitlines(True)
-        return
-    corpus = read_corpus(config.data, config.source_column, config.target_column, config.target_data,
-                         config.group_column)  # fmt: skip
-    sources, targets = load_split_pairs(corpus, "train")
-    yield from sources
-    yield from targets
-
-
 def run_task(config: TrainConfig, run_dir: Path) -> Task:
     """The run's task; a tokenizing task gets the run's own tokenizer.json, else the one of
     --tokenizer, else one trained on the train split."""
-    if config.task not in TOKENIZED:
-        return Task(config.task)
+    task = task_class(config.task)
+    if not task.needs_tokenizer:
+        return task()
     saved = Path(run_dir) / TOKENIZER_FILE
     if saved.is_file():
-        return Task(config.task, load_tokenizer(saved))
+        return task(load_tokenizer(saved))
     if config.tokenizer:
-        return Task(config.task, load_tokenizer(config.tokenizer))
-    return Task(config.task, train_tokenizer(training_text(config), config.tokenizer_vocab))
-
-
-def check_model_fits_task(model_config: ModelConfig, train_config: TrainConfig) -> None:
-    translation = train_config.task == "translation"
-    if translation != model_class(model_config.model).translates:
-        names = " or ".join(name for name in family_names() if model_class(name).translates)
-        raise FbtError(f"translation trains the {names} model (--model {names}), and {names} only translates: "
-                       f"got --task {train_config.task} with --model {model_config.model}")  # fmt: skip
-    if translation and model_config.context < train_config.max_length + 1:
-        raise FbtError(f"--context {model_config.context} must exceed --max-length {train_config.max_length}: "
-                       "a sentence and its </s> or <s> must fit the positions")  # fmt: skip
+        return task(load_tokenizer(config.tokenizer))
+    return task(train_tokenizer(task.training_text(config), config.tokenizer_vocab))
 
 
 def resolve_paths(config: TrainConfig) -> TrainConfig:
@@ -121,7 +81,7 @@ def check_data_exists(config: TrainConfig) -> None:
 
 
 def build_trainer(model_config: ModelConfig, train_config: TrainConfig, out: Path, device: torch.device) -> Trainer:
-    check_model_fits_task(model_config, train_config)
+    task_class(train_config.task).check_model(model_config, train_config)
     ranks = Ranks.current()
     if ranks.main:  # rank 0 trains the tokenizer if needed and saves it; the other ranks then read it
         task = run_task(train_config, out)
@@ -133,7 +93,7 @@ def build_trainer(model_config: ModelConfig, train_config: TrainConfig, out: Pat
         task = run_task(train_config, out)
     if model_config.vocab_size != task.vocab_size:
         model_config = ModelConfig.from_dict({**model_config.to_dict(), "vocab_size": task.vocab_size})
-    stages = [tuple(load_streams(task, train_config, data, ("train", "valid"))) for data in train_config.stages]
+    stages = [tuple(task.streams(train_config, data, ("train", "valid"))) for data in train_config.stages]
     torch.manual_seed(train_config.seed)
     model = build_model(model_config).to(device)
     out.mkdir(parents=True, exist_ok=True)
@@ -255,18 +215,14 @@ def load_run(path: str | Path, device: str = "auto") -> tuple[nn.Module, Task, M
     return model.eval(), checkpoint_task(directory, train_config), model_config, train_config
 
 
-def run_task_name(path: str | Path) -> str:
-    """The task of a run or checkpoint directory."""
-    return read_run_config(find_checkpoint(Path(path)))[1].task
-
-
 def checkpoint_task(directory: Path, train_config: TrainConfig) -> Task:
     """The task of a checkpoint, with the tokenizer saved beside its weights (or in its run directory)."""
-    if train_config.task not in TOKENIZED:
-        return Task(train_config.task)
+    task = task_class(train_config.task)
+    if not task.needs_tokenizer:
+        return task()
     for place in (directory, directory.parent.parent):
         if (place / TOKENIZER_FILE).is_file():
-            return Task(train_config.task, load_tokenizer(place / TOKENIZER_FILE))
+            return task(load_tokenizer(place / TOKENIZER_FILE))
     raise FbtError(f"{directory} has no {TOKENIZER_FILE}: the run's tokenizer is missing")
 
 
@@ -278,14 +234,16 @@ def evaluate_run(
     segment: int | None = None,
     device: str = "auto",
     progress: bool = False,
+    beam: int = 1,
+    length_penalty: float = 1.0,
 ) -> dict:
-    """A full pass over `split` with state carried: loss, accuracy and, for text, bits per byte."""
+    """The run's task scores `split`: a full pass with state carried (loss, accuracy and, for text, bits per
+    byte); translation adds BLEU and chrF of decoding with `beam` and `length_penalty`."""
     model, task, _, train_config = load_run(path, device)
     if not data:
         check_data_exists(train_config)
-    (stream,) = load_streams(task, train_config, data or train_config.data, (split,), batch, segment)
-    target_device = next(model.parameters()).device
-    return evaluate(model, stream, task, target_device, progress=progress)
+    settings = EvalSettings(batch, segment, beam, length_penalty, progress)
+    return task.evaluate_split(model, train_config, data or train_config.data, split, settings)
 
 
 def generate_from_run(
@@ -298,36 +256,19 @@ def generate_from_run(
     seed: int = 0,
     device: str = "auto",
 ) -> str:
-    """Text runs: the prompt followed by its sampled continuation (an empty prompt samples unconditionally,
-    starting after a newline). Code-exec runs: the prompt program with the model's answer at every print."""
+    """What the run's task generates from `prompt`: for text, the prompt followed by its sampled continuation (an
+    empty prompt samples unconditionally, starting after a newline); for code-exec, the prompt program with the
+    model's answer at every print."""
     check_sampling(max_new_tokens, temperature, top_k, top_p)
     model, task, _, _ = load_run(path, device)
-    target_device = next(model.parameters()).device
-    if task.name == "translation":
-        raise FbtError("a translation run translates: use `fbt translate RUN --input FILE`")
-    if task.name == "code-exec":
-        if not prompt.strip():
-            raise FbtError("a code-exec run answers a program: pass one as --prompt, e.g. 'x = 3 ; print x ;'")
-        return answer_program(model, task, torch.tensor([task.encode(prompt)], device=target_device))
-    context = task.encode(prompt) or task.encode(UNCONDITIONAL_START)
-    generator = torch.Generator(device=target_device).manual_seed(seed)
-    new = generate(model, torch.tensor([context], device=target_device), max_new_tokens, temperature, top_k, top_p,
-                   generator)  # fmt: skip
-    return prompt + task.decode(new[0].tolist())
+    return task.generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed)
 
 
-@torch.no_grad()
-def answer_program(model: nn.Module, task: Task, program: torch.Tensor) -> str:
-    """Code-exec models label positions instead of continuing text: show each print's predicted value."""
-    logits, _ = model(program)
-    predictions = logits[0].argmax(-1).tolist()
-    tokens = task.decode(program[0].tolist()).split()
-    shown, in_print = [], False
-    for token, predicted in zip(tokens, predictions, strict=True):
-        shown.append(token)
-        if token == "print":
-            in_print = True
-        elif token == ";" and in_print:
-            shown.append(f"[{task.decode([predicted])}]")
-            in_print = False
-    return " ".join(shown)
+def translate_run(path: str, texts: list[str], beam: int = 1, length_penalty: float = 1.0, batch_size: int = 64,
+                  device: str = "auto", progress: bool = False) -> list[str]:  # fmt: skip
+    """Translations of `texts` by the latest checkpoint of a translation run (or a checkpoint directory)."""
+    model, task, _, _ = load_run(path, device)
+    if not isinstance(task, TranslationTask):
+        raise FbtError(f"{path} is a {task.name} run; fbt translate needs a translation run")
+    with torch.no_grad():
+        return translate_texts(model, task.tokenizer, texts, beam, length_penalty, batch_size, progress)

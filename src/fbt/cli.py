@@ -6,7 +6,6 @@ import argparse
 import json
 import math
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -15,11 +14,11 @@ import torch
 from fbt import api, runlock
 from fbt.cli_parser import DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, build_parser
 from fbt.data.code_exec import ProgramSpec, generate_dataset
-from fbt.data.splits import is_code_exec_dir
 from fbt.device import resolve_device
 from fbt.errors import FbtError, warn
 from fbt.models.config import ModelConfig, shared_kv_of
 from fbt.presets import PRESETS, get_preset, preset_summary
+from fbt.tasks import task_class, task_of_data
 from fbt.training import distributed
 from fbt.training.config import TrainConfig
 from fbt.training.trainer import TrainingInterrupted
@@ -43,8 +42,9 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
     explicit = explicit_settings(args)
     values.update(explicit)
     notes = []
-    if "task" not in values and values.get("data") and is_code_exec_dir(values["data"]):
-        values["task"] = "code-exec"  # a code-exec dataset directory says which task it is for
+    implied = task_of_data(values["data"]) if "task" not in values and values.get("data") else None
+    if implied:
+        values["task"] = implied  # the data's form names its task (a code-exec dataset directory)
     steps = values.get("steps", DEFAULTS["steps"])
     warmup = values.get("warmup", DEFAULTS["warmup"])
     if warmup >= steps and "warmup" not in explicit:
@@ -66,10 +66,7 @@ def print_result(result: dict, as_json: bool) -> None:
 
 
 def next_commands(run: str, task: str) -> str:
-    prompt = "x = 3 ; x ++ ; print x ;" if task == "code-exec" else "ROMEO:"
-    use = f"  fbt generate {run} --prompt {shlex.quote(prompt)}"
-    if task == "translation":
-        use = f"  echo 'En el principio era el Verbo.' | fbt translate {run} --input - --beam 4"
+    use = task_class(task).next_command(run)
     return "\n".join(
         ["next:", f"  fbt eval {run} --split test", use, f"  fbt plot {run} --out {Path(run) / 'curves.png'}"]
     )
@@ -107,19 +104,12 @@ def run_data_command(args: argparse.Namespace) -> None:
 
 
 def run_eval_command(args: argparse.Namespace) -> None:
-    if api.run_task_name(args.run) == "translation":
-        from fbt.translate import evaluate_translation
-
-        result = evaluate_translation(args.run, args.split, args.data, args.beam, args.length_penalty, args.device,
-                                      not args.json)  # fmt: skip
-    else:
-        result = api.evaluate_run(args.run, args.split, args.data, args.batch, args.segment, args.device, not args.json)
+    result = api.evaluate_run(args.run, args.split, args.data, args.batch, args.segment, args.device, not args.json,
+                              args.beam, args.length_penalty)  # fmt: skip
     print_result({"split": args.split, **result}, args.json)
 
 
 def run_translate_command(args: argparse.Namespace) -> None:
-    from fbt.translate import translate_run
-
     if args.input == "-":
         texts = sys.stdin.read().splitlines()
     else:
@@ -127,8 +117,8 @@ def run_translate_command(args: argparse.Namespace) -> None:
             texts = Path(args.input).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as error:
             raise FbtError(f"cannot read {args.input}: {error}") from None
-    translations = translate_run(args.run, texts, args.beam, args.length_penalty, args.batch, args.device,
-                                 progress=not args.json)  # fmt: skip
+    translations = api.translate_run(args.run, texts, args.beam, args.length_penalty, args.batch, args.device,
+                                     progress=not args.json)  # fmt: skip
     if args.json:
         text = json.dumps([{"source": s, "translation": t} for s, t in zip(texts, translations, strict=True)])
     else:

@@ -13,7 +13,7 @@ from fbt.data.splits import SPLITS
 from fbt.models.config import DECODERS, INITS, KV_CHOICES, MEMORY_SOURCES, ModelConfig
 from fbt.models.registry import family_names
 from fbt.presets import PRESETS
-from fbt.tasks import TASK_NAMES
+from fbt.tasks import task_names
 from fbt.training.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 
 # Flags that map onto ModelConfig / TrainConfig fields (flag name with dashes -> field name).
@@ -136,7 +136,7 @@ def add_train_parser(commands) -> None:
     run = p.add_argument_group("data and optimisation")
     run.add_argument(
         "--task",
-        choices=TASK_NAMES,
+        choices=task_names(),
         help="text (bytes of a file), lm (BPE subwords of a file), code-exec (a dataset directory) or translation "
         "(sentence pairs) (default: code-exec for a code-exec directory, else text)",
     )

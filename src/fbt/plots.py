@@ -96,7 +96,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens") ->
         runs.append((label, config["train"].get("task", "text"), train_rows, valid_rows))
     metric = valid_metric_name(runs[0][1])
     x_label, x_scale = X_AXES[x]
-    valid_label, valid_scale = VALID_AXES[metric]
+    valid_label, valid_scale = VALID_AXES.get(metric, (metric.replace("_", " "), 1.0))
 
     plt = pyplot()
     figure, (loss_axes, valid_axes) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)

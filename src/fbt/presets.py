@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fbt.errors import FbtError
+from fbt.tasks import task_class
+from fbt.training.config import TrainConfig
 
 # Shipped with the package (public domain), so the Shakespeare presets and the demo need nothing else.
 SHAKESPEARE = str(Path(__file__).parent / "corpora" / "tinyshakespeare.txt")
@@ -264,9 +266,7 @@ def preset_summary(name: str) -> dict:
         "model": preset["model"]["model"],
         "layers": preset["model"]["layers"],
         "steps": train["steps"],
-        "tokens_per_step": train["batch_tokens"]
-        if train["task"] == "translation"
-        else train["batch"] * train["segment"],
+        "tokens_per_step": task_class(train["task"]).tokens_per_step(TrainConfig.from_dict(train)),
         "data": data,
         "data_command": DATA_COMMANDS.get(data),
         "expected_time": preset["expected_time"],

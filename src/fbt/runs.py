@@ -19,6 +19,7 @@ from fbt.checkpoint import find_checkpoint
 from fbt.errors import FbtError
 from fbt.formatting import format_count
 from fbt.rundir import CHECKPOINTS, CONFIG, METRICS, RESUME_INFO, SUMMARY, WEIGHTS, read_json
+from fbt.tasks import task_class_or_base
 from fbt.training.metrics_log import legacy_kind
 
 
@@ -33,7 +34,7 @@ class RunInfo:
     steps: int  # steps planned
     tokens: int
     best_valid: float | None
-    best_valid_name: str  # "valid_accuracy" (higher is better) or "valid_bits_per_byte" / "valid_loss" (lower)
+    best_valid_name: str  # the task's valid_metric: "valid_accuracy" (higher is better), "valid_bits_per_byte"...
     status: str  # "complete", "stopped" (or the summary's own word for an early end), "partial", "no checkpoint"
 
     def to_json(self) -> dict:
@@ -42,12 +43,7 @@ class RunInfo:
 
 def valid_metric_name(task: str) -> str:
     """The validation column that says how good a run of `task` is."""
-    names = {"code-exec": "valid_accuracy", "text": "valid_bits_per_byte", "lm": "valid_bits_per_byte"}
-    return names.get(task, "valid_perplexity" if task == "translation" else "valid_loss")
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric == "valid_accuracy"
+    return task_class_or_base(task).valid_metric
 
 
 def is_run_dir(path: Path) -> bool:
@@ -121,7 +117,7 @@ def run_info(path: str | Path) -> RunInfo:
     config = read_config(path)
     model, train = config["model"], config["train"]
     task = str(train.get("task", "text"))
-    metric = valid_metric_name(task)
+    judge = task_class_or_base(task)  # its valid_metric says how good the run is
     steps = int(train.get("steps", 0))
     try:
         checkpoint_dir: Path | None = find_checkpoint(path)
@@ -141,8 +137,8 @@ def run_info(path: str | Path) -> RunInfo:
         step=step,
         steps=steps,
         tokens=int(resume.get("tokens", 0)),
-        best_valid=best_value(valid_rows, metric),
-        best_valid_name=metric,
+        best_valid=best_value(valid_rows, judge.valid_metric, judge.higher_is_better),
+        best_valid_name=judge.valid_metric,
         status=run_status(checkpoint_dir is not None, step, steps, summary),
     )
 
@@ -175,12 +171,12 @@ def count_parameters(weights: Path) -> int:
     return total
 
 
-def best_value(valid_rows: list[dict], metric: str) -> float | None:
+def best_value(valid_rows: list[dict], metric: str, higher_is_better: bool) -> float | None:
     values = [row[metric] for row in valid_rows if isinstance(row.get(metric), (int, float))]
     values = [value for value in values if value == value]  # NaN is never the best
     if not values:
         return None
-    return max(values) if higher_is_better(metric) else min(values)
+    return max(values) if higher_is_better else min(values)
 
 
 def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:

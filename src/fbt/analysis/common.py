@@ -14,7 +14,7 @@ from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fbt.checkpoint import find_checkpoint
-from fbt.data.code_exec import IGNORE_INDEX
+from fbt.data.targets import IGNORE_INDEX
 from fbt.errors import FbtError
 from fbt.models import ModelConfig, build_model, model_class
 
@@ -54,7 +54,7 @@ def run_subject(directory: Path, batch: int, segment: int, dtype: torch.dtype, l
     model, task, model_config, train_config = api.load_run(directory, device="cpu")
     check_family(model_config.model)
     api.check_data_exists(train_config)
-    (stream,) = api.load_streams(task, train_config, train_config.data, ("valid",), batch, segment)
+    (stream,) = task.streams(train_config, train_config.data, ("valid",), batch, segment)
     inputs, targets = next(stream.iterate_once())
     return Subject(model.to(dtype).eval(), inputs, targets, label)
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.func import jvp
 
 from fbt.analysis.common import Subject, reference_path
-from fbt.data.code_exec import IGNORE_INDEX
+from fbt.data.targets import IGNORE_INDEX
 from fbt.models import model_class
 
 

@@ -6,7 +6,6 @@ translation reads sentence pairs and batches them by length in `TranslationStrea
 """
 
 from fbt.data.code_exec import (
-    IGNORE_INDEX,
     TOKEN_TO_ID,
     VARIABLE_NAMES,
     VOCAB,
@@ -16,6 +15,7 @@ from fbt.data.code_exec import (
 )
 from fbt.data.splits import SPLITS
 from fbt.data.streams import SegmentStream
+from fbt.data.targets import IGNORE_INDEX
 from fbt.data.text import load_text_split
 
 __all__ = [

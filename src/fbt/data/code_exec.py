@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from fbt.data.splits import SPLITS
+from fbt.data.targets import IGNORE_INDEX
 from fbt.errors import FbtError
 
 VARIABLE_NAMES = ("x", "y", "z", "p", "r")
@@ -40,8 +41,7 @@ MIN_VALUE, MAX_VALUE = 1, 10
 VALUES = tuple(str(v) for v in range(MIN_VALUE, MAX_VALUE + 1))
 VOCAB: tuple[str, ...] = (*VARIABLE_NAMES, *VALUES, "=", "++", "--", "if", "print", ";", ":", "<", ">", "END")
 TOKEN_TO_ID = {token: i for i, token in enumerate(VOCAB)}
-IGNORE_INDEX = -100  # target of unlabelled positions ("_" on disk); the default ignore_index of cross_entropy
-UNLABELLED = "_"
+UNLABELLED = "_"  # the label on disk of a position that is not scored (IGNORE_INDEX once loaded)
 
 Pick = tuple[str, str]  # (statement kind, variable or "" for an `if`)
 KINDS = ("=", "++", "--", "if", "print")

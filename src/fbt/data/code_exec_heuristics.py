@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from fbt.data.code_exec import IGNORE_INDEX, VOCAB
+from fbt.data.code_exec import VOCAB
+from fbt.data.targets import IGNORE_INDEX
 
 HEURISTIC_LABELS = {
     "last_print": "heuristic: repeat the last print",

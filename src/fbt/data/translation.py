@@ -30,8 +30,8 @@ from typing import NamedTuple
 
 import torch
 
-from fbt.data.code_exec import IGNORE_INDEX
 from fbt.data.splits import SPLITS
+from fbt.data.targets import IGNORE_INDEX
 from fbt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, BpeTokenizer
 from fbt.errors import FbtError
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from fbt.errors import FbtError
 from fbt.rundir import config_from_dict
+from fbt.tasks import task_class_or_base
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
@@ -15,7 +16,7 @@ PRECISIONS = ("fp32", "bf16")
 
 @dataclass
 class TrainConfig:
-    task: str = "text"  # "text", "code-exec", "lm" or "translation"
+    task: str = "text"  # a registered task (fbt.tasks): "text", "code-exec", "lm", "translation", ...
     data: str = ""  # a file (text, lm, translation) or a dataset directory (code-exec)
     # lm and translation: a BPE tokenizer (a directory with tokenizer.json, or the file); empty: one of
     # `tokenizer_vocab` ids is trained on the run's train split. Either way the run keeps a copy.
@@ -62,6 +63,7 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
+        task = task_class_or_base(self.task)  # an unknown task is reported where the run's task is built
         for name in ("batch", "segment", "steps", "log_every", "save_every", "keep_checkpoints", "max_length",
                      "batch_tokens", "tokenizer_vocab", "accumulate"):  # fmt: skip
             value = getattr(self, name)
@@ -74,7 +76,7 @@ class TrainConfig:
             raise FbtError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.precision not in PRECISIONS:
             raise FbtError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if self.task != "translation" and self.batch % self.accumulate:
+        if task.even_split and self.batch % self.accumulate:
             raise FbtError(f"--batch {self.batch} streams cannot be split into --accumulate {self.accumulate} "
                            "equal micro-batches")  # fmt: skip
         if self.schedule not in SCHEDULES:
@@ -87,8 +89,8 @@ class TrainConfig:
             raise FbtError("curriculum_steps must be >= 0 and curriculum_accuracy in [0, 1]")
         if self.curriculum and not (self.curriculum_steps or self.curriculum_accuracy):
             raise FbtError("a curriculum needs curriculum_steps or curriculum_accuracy to know when to advance")
-        if self.curriculum and self.task == "translation":
-            raise FbtError("curricula are for token streams; translation trains on one corpus")
+        if self.curriculum and not task.takes_curriculum:
+            raise FbtError(f"curricula are for token streams; {self.task} trains on one corpus")
         if self.curriculum_accuracy and not self.eval_every:
             raise FbtError("curriculum_accuracy is checked at periodic validations: set eval_every > 0")
 

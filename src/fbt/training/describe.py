@@ -8,18 +8,6 @@ from fbt.formatting import format_count
 from fbt.training.trainer import Trainer
 
 
-def batching(trainer: Trainer) -> str:
-    cfg = trainer.config
-    if cfg.task == "translation":
-        train = trainer.stages[-1][0]
-        return (
-            f"batches of at most {cfg.batch_tokens:,} padded tokens, {train.segments_per_pass():,} per pass over "
-            f"{train.pairs:,} pairs ({train.dropped:,} with a side over {cfg.max_length} tokens left out)"
-        )
-    per_step = cfg.batch * cfg.segment
-    return f"{cfg.batch} streams x {cfg.segment} = {per_step:,} per step, {format_count(per_step * cfg.steps)} in all"
-
-
 def describe(trainer: Trainer) -> str:
     cfg = trainer.config
     parameters = sum(p.numel() for p in trainer.model.parameters())
@@ -41,7 +29,7 @@ def describe(trainer: Trainer) -> str:
             f"{cfg.data} ({cfg.task}): {format_count(train.tokens)} train tokens, "
             f"{format_count(valid.tokens)} valid tokens",
         ),  # fmt: skip
-        ("tokens", batching(trainer)),
+        ("tokens", trainer.task.batching(cfg, train)),
         ("schedule", schedule),
     ]
     if trainer.task.tokenizer is not None:

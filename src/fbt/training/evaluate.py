@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from fbt.data.streams import SegmentStream
-from fbt.tasks import Task
 from fbt.training.distributed import Ranks, rows_of
 from fbt.training.loss import segment_loss
+
+if TYPE_CHECKING:
+    from fbt.tasks import Task
 
 
 @torch.no_grad()
@@ -38,7 +41,7 @@ def evaluate(
     bar = tqdm(stream.iterate_once(), total=total, desc="eval", leave=False, disable=hidden, unit="seg")
     for inputs, targets in bar:
         seen += targets.numel()  # global, so every rank stops after the same segment
-        rows = ranks.rows(targets.shape[0], even=task.name != "translation")
+        rows = ranks.rows(targets.shape[0], even=task.even_split)
         inputs, targets = rows_of(inputs, rows), targets[rows]
         with autocast():
             logits, state = model(inputs.to(device), state)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fbt.data.code_exec import IGNORE_INDEX
+from fbt.data.targets import IGNORE_INDEX
 
 
 def segment_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int, int]:

@@ -23,8 +23,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from fbt.checkpoint import find_checkpoint, save_checkpoint
-from fbt.data.code_exec import IGNORE_INDEX
 from fbt.data.streams import SegmentStream
+from fbt.data.targets import IGNORE_INDEX
 from fbt.data.tokenizer import TOKENIZER_FILE
 from fbt.errors import FbtError
 from fbt.models.layers import set_activation_checkpointing
@@ -88,7 +88,7 @@ class Trainer:
             model.compile()  # in place: the state_dict keys stay those of the plain model
         self.net = model  # what runs the forward: the model, or its DDP wrapper under torchrun
         if self.ranks.world > 1:
-            if config.task != "translation":  # streams must split evenly over ranks, then micro-batches
+            if task.even_split:  # streams must split evenly over ranks, then micro-batches
                 share = self.ranks.rows(config.batch)
                 if (share.stop - share.start) % config.accumulate:
                     raise FbtError(f"each of {self.ranks.world} ranks holds {share.stop - share.start} streams, "
@@ -212,7 +212,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr(self.step)
         scored = int((targets != IGNORE_INDEX).sum())  # global: every rank holds the whole segment
-        mine = self.ranks.rows(targets.shape[0], even=self.config.task != "translation")
+        mine = self.ranks.rows(targets.shape[0], even=self.task.even_split)
         micro = micro_batches(rows_of(inputs, mine), rows_of(targets, mine), self.config.accumulate)
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum, states = 0.0, []

@@ -1,0 +1,173 @@
+"""What every task answers, with the answers of a token-stream task as defaults.
+
+A task is one kind of training data and what its numbers mean: its ids, the batches each split gives, how
+prompts encode, what a pass's metrics are, which settings and models it accepts, what generating from a run
+does and how a run of it is judged. The trainer, evaluator, API and CLI ask the task; none knows task names.
+
+Most tasks are token streams: a split is aligned inputs (N,) and targets (N,), read as B parallel streams of
+T-token segments (`SegmentStream`). Such a task sets `vocab_size` and implements `load_split`, `encode` and
+`decode`; it inherits the rest. A task of other batches (translation's sentence pairs) overrides what differs.
+
+Class attributes and class methods answer without a tokenizer, before a run's task is built (when a config
+is checked, runs are listed or the CLI gives hints); the rest are asked of the run's task.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import nn
+
+from fbt.data.streams import SegmentStream
+from fbt.data.tokenizer import BpeTokenizer
+from fbt.errors import FbtError
+from fbt.formatting import format_count
+from fbt.models import family_names, model_class
+from fbt.sampling import generate
+from fbt.training.evaluate import evaluate
+
+if TYPE_CHECKING:
+    from fbt.models.config import ModelConfig
+    from fbt.training.config import TrainConfig
+
+UNCONDITIONAL_START = "\n"  # byte-level text has no start token: unconditional samples follow a line break
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a split is read and scored; each task uses the settings that apply to it."""
+
+    batch: int | None = None  # token streams: B streams (None: the run's)
+    segment: int | None = None  # token streams: T tokens per segment (None: the run's)
+    beam: int = 1  # decoded outputs: beam width
+    length_penalty: float = 1.0  # decoded outputs: beam scores divided by length ** length_penalty
+    progress: bool = False
+
+
+def translates(model: str) -> bool:
+    """Whether model family `model` reads translation batches (sentence pairs) instead of token streams."""
+    return model_class(model).translates
+
+
+def model_mismatch(task: str, model: str) -> str:
+    """The one-line error of a task given a model that cannot train it."""
+    names = " or ".join(name for name in family_names() if translates(name))
+    return (f"translation trains the {names} model (--model {names}), and {names} only translates: got --task "
+            f"{task} with --model {model}")  # fmt: skip
+
+
+class Task:
+    """A kind of training data and what its numbers mean (see the module docstring)."""
+
+    name: ClassVar[str] = ""  # the registered name (register_task sets it)
+    needs_tokenizer: ClassVar[bool] = False  # ids come from a BPE tokenizer, which the run loads or trains
+    valid_metric: ClassVar[str] = "valid_loss"  # the metrics.csv column that says how good a run is
+    higher_is_better: ClassVar[bool] = False  # of valid_metric
+    even_split: ClassVar[bool] = True  # a batch is `batch` streams, split evenly over ranks and micro-batches
+    takes_curriculum: ClassVar[bool] = True  # earlier datasets (--curriculum) may train first
+    example_prompt: ClassVar[str] = "ROMEO:"  # the prompt of the `fbt generate` hint after training
+    vocab_size: int  # ids 0..vocab_size-1 (a tokenizing task: the tokenizer's)
+
+    def __init__(self, tokenizer: BpeTokenizer | None = None):
+        if self.needs_tokenizer and tokenizer is None:
+            raise FbtError(f"task {self.name} needs a BPE tokenizer")
+        self.tokenizer = tokenizer
+        if tokenizer is not None:
+            self.vocab_size = tokenizer.vocab_size
+
+    # ---- asked before the run's task is built ----
+
+    @classmethod
+    def recognises_data(cls, path: str | Path) -> bool:
+        """Whether a --data path alone says a run is of this task (when --task is not given)."""
+        return False
+
+    @classmethod
+    def check_model(cls, model_config: ModelConfig, train_config: TrainConfig) -> None:
+        """A one-line FbtError for a model that cannot train this task: token streams train any but seq2seq."""
+        if translates(model_config.model):
+            raise FbtError(model_mismatch(cls.name, model_config.model))
+
+    @classmethod
+    def training_text(cls, config: TrainConfig) -> Iterator[str]:
+        """What a tokenizer trained for the run learns from: the train split of the run's data."""
+        raise FbtError(f"task {cls.name} trains no tokenizer")
+
+    @classmethod
+    def tokens_per_step(cls, config: TrainConfig) -> int:
+        return config.batch * config.segment
+
+    @classmethod
+    def next_command(cls, run: str) -> str:
+        """The hint after training of how to use the run (beside eval and plot)."""
+        return f"  fbt generate {run} --prompt {shlex.quote(cls.example_prompt)}"
+
+    # ---- data ----
+
+    def load_split(self, data: str, split: str, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs (N,) and targets (N,) of one split, both int64; targets IGNORE_INDEX where unscored."""
+        raise NotImplementedError
+
+    def streams(self, config: TrainConfig, data: str, splits: tuple[str, ...], batch: int | None = None,
+                segment: int | None = None) -> list:  # fmt: skip
+        """A stream per split of `data`: segments (B, T) of `batch` parallel streams (default: the run's)."""
+        if not data:
+            raise FbtError(f"no data given for task {self.name}: pass --data")
+        batch, segment = batch or config.batch, segment or config.segment
+        return [SegmentStream(*self.load_split(data, split, config), batch, segment) for split in splits]
+
+    def batching(self, config: TrainConfig, train: SegmentStream) -> str:
+        """The training header's line of what a step reads, given the train stream."""
+        per_step = self.tokens_per_step(config)
+        return (f"{config.batch} streams x {config.segment} = {per_step:,} per step, "
+                f"{format_count(per_step * config.steps)} in all")  # fmt: skip
+
+    def encode(self, prompt: str) -> list[int]:
+        return self.tokenizer.encode(prompt)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    # ---- metrics ----
+
+    def target_bytes(self, targets: torch.Tensor) -> int:
+        """Bytes of text the scored targets (any shape) stand for: 0 where that is not defined."""
+        return 0
+
+    def metrics(self, loss_sum: float, correct: int, scored: int, scored_bytes: int = 0) -> dict:
+        """Summary of a pass: mean loss (nats), accuracy; perplexity of subword tokens, and bits per byte where
+        the targets stand for bytes of text."""
+        if scored == 0:
+            raise FbtError("the split has no scored positions")
+        loss = loss_sum / scored
+        result = {"loss": loss, "accuracy": correct / scored, "scored_tokens": scored}
+        if self.tokenizer is not None:
+            result["perplexity"] = math.exp(min(loss, 700.0))
+        if scored_bytes:
+            result["bits_per_byte"] = loss_sum / scored_bytes / math.log(2)
+        return result
+
+    # ---- a trained model ----
+
+    def evaluate_split(self, model: nn.Module, config: TrainConfig, data: str, split: str,
+                       settings: EvalSettings) -> dict:  # fmt: skip
+        """`fbt eval`: a full pass over `split` of `data` with the state carried from segment to segment."""
+        (stream,) = self.streams(config, data, (split,), settings.batch, settings.segment)
+        return evaluate(model, stream, self, next(model.parameters()).device, progress=settings.progress)
+
+    def generate(self, model: nn.Module, prompt: str, max_new_tokens: int, temperature: float, top_k: int,
+                 top_p: float, seed: int) -> str:  # fmt: skip
+        """`fbt generate`: the prompt followed by its sampled continuation (an empty prompt samples
+        unconditionally, starting after a newline)."""
+        device = next(model.parameters()).device
+        context = self.encode(prompt) or self.encode(UNCONDITIONAL_START)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        new = generate(model, torch.tensor([context], device=device), max_new_tokens, temperature, top_k, top_p,
+                       generator)  # fmt: skip
+        return prompt + self.decode(new[0].tolist())

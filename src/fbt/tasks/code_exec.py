@@ -1,0 +1,66 @@
+"""`code-exec`: the variable-tracking task; targets are aligned labels, scored only at `print` answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from fbt.data.code_exec import TOKEN_TO_ID, VOCAB, load_code_exec_split
+from fbt.data.splits import is_code_exec_dir
+from fbt.errors import FbtError
+from fbt.tasks.base import Task
+
+if TYPE_CHECKING:
+    from fbt.training.config import TrainConfig
+
+
+class CodeExecTask(Task):
+    vocab_size = len(VOCAB)
+    valid_metric = "valid_accuracy"
+    higher_is_better = True
+    example_prompt = "x = 3 ; x ++ ; print x ;"
+
+    @classmethod
+    def recognises_data(cls, path: str | Path) -> bool:
+        return is_code_exec_dir(path)
+
+    def load_split(self, data: str, split: str, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        return load_code_exec_split(data, split)
+
+    def encode(self, prompt: str) -> list[int]:
+        ids = []
+        for token in prompt.split():
+            if token not in TOKEN_TO_ID:
+                raise FbtError(f"token {token!r} is not in the code-exec vocabulary ({' '.join(VOCAB)})")
+            ids.append(TOKEN_TO_ID[token])
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(VOCAB[i] for i in ids)
+
+    def generate(self, model: nn.Module, prompt: str, max_new_tokens: int, temperature: float, top_k: int,
+                 top_p: float, seed: int) -> str:  # fmt: skip
+        """The prompt program with the model's answer at every print (the model labels, it does not continue)."""
+        if not prompt.strip():
+            raise FbtError("a code-exec run answers a program: pass one as --prompt, e.g. 'x = 3 ; print x ;'")
+        program = torch.tensor([self.encode(prompt)], device=next(model.parameters()).device)  # (1, T)
+        return self.answer_program(model, program)
+
+    @torch.no_grad()
+    def answer_program(self, model: nn.Module, program: torch.Tensor) -> str:
+        """Each print of `program` (1, T) followed by its predicted value in brackets."""
+        logits, _ = model(program)
+        predictions = logits[0].argmax(-1).tolist()
+        tokens = self.decode(program[0].tolist()).split()
+        shown, in_print = [], False
+        for token, predicted in zip(tokens, predictions, strict=True):
+            shown.append(token)
+            if token == "print":
+                in_print = True
+            elif token == ";" and in_print:
+                shown.append(f"[{self.decode([predicted])}]")
+                in_print = False
+        return " ".join(shown)
