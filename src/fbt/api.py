@@ -176,7 +176,7 @@ def resume_trainer(out: str | Path, device: torch.device, changes: dict | None =
         write_json_atomic(out / CONFIG, run_config_dict(model_config, plan))
     session = dataclasses.replace(plan, time_budget=changes.get("time_budget") or 0.0)
     trainer = build_trainer(model_config, session, out, device)
-    trainer.resume()
+    trainer.restore_checkpoint()
     trainer.ranks.barrier()  # rank 0 has rewritten config.json and the log
     return trainer
 

@@ -20,7 +20,6 @@ from fbt.errors import FbtError
 from fbt.formatting import format_count
 from fbt.rundir import CHECKPOINTS, CONFIG, METRICS, RESUME_INFO, SUMMARY, WEIGHTS, read_json
 from fbt.tasks import task_class_or_base
-from fbt.training.metrics_log import legacy_kind
 
 
 @dataclass
@@ -191,7 +190,7 @@ def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
     with open(metrics_csv, newline="") as handle:
         for raw in csv.DictReader(handle):
             row = {name: _parse_cell(value) for name, value in raw.items() if name and value}
-            kind = raw.get("kind") or legacy_kind(raw)
+            kind = raw.get("kind")
             if kind == "train":
                 train_rows.append(row)
             elif kind == "valid":

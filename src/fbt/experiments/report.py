@@ -63,22 +63,9 @@ def spread(values: list[float], metric: str) -> str:
     return f"{format_value(statistics.mean(values), metric)} ({low}–{high})"
 
 
-def parse_value(text: str) -> object:
-    for parse in (int, float):
-        try:
-            return parse(text)
-        except ValueError:
-            pass
-    return {"True": True, "False": False}.get(text, text)
-
-
 def values_of(result: dict) -> dict:
-    """The settings that tell a cell apart, with their effective values (read from its name for results
-    written before they were stored)."""
-    if "values" in result:
-        return result["values"]
-    pairs = [item.partition("=") for item in result["cell"].split(",")]
-    return {key: parse_value(value) for key, sep, value in pairs if sep}
+    """The settings that tell a cell apart, with their effective values."""
+    return result["values"]
 
 
 def varying_keys(results: list[dict]) -> list[str]:

@@ -37,16 +37,6 @@ COLUMNS = (
 )
 
 
-def legacy_kind(row: dict) -> str | None:
-    """The kind of a row from a file written before the `kind` column: training rows carry a loss or a
-    learning rate, validation rows a validation loss."""
-    if row.get("train_loss") or row.get("lr"):
-        return "train"
-    if row.get("valid_loss"):
-        return "valid"
-    return None
-
-
 class CsvLog:
     def __init__(self, path: Path, columns: tuple[str, ...], active: bool = True):
         self.path = Path(path)
@@ -115,12 +105,9 @@ class MetricsLog(CsvLog):
         self.rewrite(tuple(dict.fromkeys((*COLUMNS, *self.header()))), step)
 
     def rewrite(self, columns: tuple[str, ...], step: int | None) -> None:
-        """The file with these columns (a file from before the `kind` column gets its kinds), rows after `step`
-        left out (None: all kept)."""
+        """The file with these columns, rows after `step` left out (None: all kept)."""
         with open(self.path, newline="") as handle:
             rows = [row for row in csv.DictReader(handle) if step is None or int(row["step"]) <= step]
-        for row in rows:
-            row["kind"] = row.get("kind") or legacy_kind(row)
         with open(self.path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()

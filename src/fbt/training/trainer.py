@@ -141,7 +141,9 @@ class Trainer:
         self.saved_step = self.step
         return directory
 
-    def resume(self) -> None:
+    def restore_checkpoint(self) -> None:
+        """Weights, optimiser, RNGs, data position, curriculum stage and stream state of the run's latest
+        checkpoint."""
         directory = find_checkpoint(self.run_dir)
         load_weights(self.model, directory)
         tensors = load_tensors(directory / RESUME_TENSORS)
@@ -149,7 +151,7 @@ class Trainer:
         try:
             state_io.optimizer_from_flat(self.optimizer, tensors, info["optimizer"])
             self.restore_rng(tensors)
-            self.stage, self.stage_start = (int(v) for v in info.get("stage", (0, 0)))
+            self.stage, self.stage_start = (int(v) for v in info["stage"])
             if not 0 <= self.stage < len(self.stages):
                 raise FbtError(f"{directory} is at curriculum stage {self.stage}, but the run has {len(self.stages)}")
             self.train_stream.load_state_dict(info["data"])
@@ -158,8 +160,8 @@ class Trainer:
                 int(info["tokens"]),
                 float(info["elapsed_s"]),
             )
-            saved_steps = int(info.get("steps", self.config.steps))
-            self.anchor = tuple(info.get("schedule_anchor", (self.config.warmup, 1.0)))
+            saved_steps = int(info["steps"])
+            self.anchor = tuple(info["schedule_anchor"])
         except KeyError as error:
             raise FbtError(f"{directory} is incomplete: missing {error}") from None
         if saved_steps != self.config.steps and self.step > self.config.warmup:
@@ -278,91 +280,82 @@ class Trainer:
         metrics (mean training loss of the last updates and a full validation pass over the run's own valid
         split) and writes them to summary.json. On a signal it saves a checkpoint at the current step and
         raises TrainingInterrupted."""
-        cfg = self.config
         self.model.train()
-        bar = tqdm(
-            total=cfg.steps,
-            initial=self.step,
-            desc="train",
-            unit="step",
-            disable=None if progress and self.ranks.main else True,  # None: hidden when stderr is not a terminal
-            dynamic_ncols=True,
-        )
-        window_loss, window_count, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
-        window_grad = 0.0
         session_start = time.perf_counter()
-        run_start = session_start - self.elapsed
+        run_start = session_start - self.elapsed  # elapsed counts every session of the run
+        window = LogWindow(session_start)
         recent: deque[float] = deque(maxlen=RECENT_STEPS)  # losses of the last scored updates
         status = "complete"
         with stop_on_signals(announce=self.ranks.main) as stop:
-            try:
-                while self.step < cfg.steps:
-                    # Every rank must stop at the same step: a signal or a spent budget on one stops all.
-                    spent = cfg.time_budget and time.perf_counter() - session_start >= cfg.time_budget
-                    signalled, out_of_time = self.ranks.sum([float(stop.requested), float(bool(spent))])
-                    if signalled:
-                        status = "interrupted"
-                        break
-                    if out_of_time:
-                        status = "stopped"
+            with self.progress_bar(progress) as bar:
+                while self.step < self.config.steps:
+                    status = self.stop_reason(stop.requested, session_start) or status
+                    if status != "complete":
                         break
                     loss, tokens, grad_norm = self.train_step()
                     self.tokens += tokens
                     self.elapsed = time.perf_counter() - run_start
-                    if loss == loss:  # skip segments without scored positions
-                        window_loss += loss
-                        window_count += 1
+                    window.add(loss, tokens, grad_norm)
+                    if loss == loss:  # segments without scored positions have no loss
                         recent.append(loss)
-                    window_tokens += tokens
-                    window_grad = max(window_grad, grad_norm)
                     bar.update(1)
-                    if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                        now = time.perf_counter()
-                        speed = window_tokens / max(now - window_start, 1e-9)
-                        mean = window_loss / window_count if window_count else float("nan")
-                        self.log.write(
-                            "train", self.step, self.tokens, self.elapsed, self.lr(self.step - 1), stage=self.stage,
-                            train_loss=mean, tokens_per_s=speed, grad_norm=window_grad, **self.diagnostics(),
-                        )  # fmt: skip
-                        bar.set_postfix(loss=f"{mean:.4f}", tok_s=f"{speed:,.0f}")
-                        window_loss, window_count, window_tokens, window_start = 0.0, 0, 0, now
-                        window_grad = 0.0
-                    valid: dict = {}
-                    if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
-                        valid = self.validate()
-                        self.log.write(
-                            "valid", self.step, self.tokens, self.elapsed, None, stage=self.stage,
-                            **prefixed("valid", valid),
-                        )  # fmt: skip
-                        partial = f" (first {cfg.eval_tokens} tokens)" if cfg.eval_tokens else ""
-                        self.say(
-                            f"step {self.step}: valid{partial} "
-                            + ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if k != "scored_tokens")
-                        )
+                    if self.step % self.config.log_every == 0 or self.step == self.config.steps:
+                        self.log_train(window, bar)
+                    valid = self.periodic_validation()
                     advanced = self.maybe_advance(valid)
                     if advanced:
                         self.say(advanced)
-                    if self.step % cfg.save_every == 0:
+                    if self.step % self.config.save_every == 0:
                         self.save()
-            finally:
-                bar.close()
-            train = {
-                "train_loss": sum(recent) / len(recent) if recent else float("nan"),
-                "train_loss_steps": len(recent),
-            }
+            mean = sum(recent) / len(recent) if recent else float("nan")
+            train = {"train_loss": mean, "train_loss_steps": len(recent)}
             if status == "interrupted":
-                if self.step != self.saved_step:
-                    self.save()
+                self.save_unless_saved()
                 self.write_summary(status, train)
                 raise TrainingInterrupted(self.run_dir, self.step, stop.signal)
             valid = self.validate(final=True)
             if valid:
-                self.log.write(
-                    "valid", self.step, self.tokens, self.elapsed, None, stage=self.stage, **prefixed("valid", valid)
-                )
-            if self.step != self.saved_step:
-                self.save()
+                self.log.write("valid", self.step, self.tokens, self.elapsed, None, stage=self.stage,
+                               **prefixed("valid", valid))  # fmt: skip
+            self.save_unless_saved()
             return self.write_summary(status, {**train, **prefixed("valid", valid)})
+
+    def progress_bar(self, progress: bool) -> tqdm:
+        """The steps of the run, shown by rank 0 when asked and stderr is a terminal."""
+        return tqdm(total=self.config.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                    disable=None if progress and self.ranks.main else True)  # fmt: skip
+
+    def stop_reason(self, signalled: bool, session_start: float) -> str | None:
+        """Why every rank stops before the next step: "interrupted" when a signal reached any rank, "stopped"
+        when this call's time budget is spent on any, else None."""
+        budget = self.config.time_budget
+        spent = budget and time.perf_counter() - session_start >= budget
+        any_signalled, any_spent = self.ranks.sum([float(signalled), float(bool(spent))])
+        return "interrupted" if any_signalled else "stopped" if any_spent else None
+
+    def log_train(self, window: LogWindow, bar: tqdm) -> None:
+        """A metrics row of the steps since the last one (their mean loss, speed and largest gradient norm)."""
+        mean, speed, grad_norm = window.flush()
+        self.log.write("train", self.step, self.tokens, self.elapsed, self.lr(self.step - 1), stage=self.stage,
+                       train_loss=mean, tokens_per_s=speed, grad_norm=grad_norm, **self.diagnostics())  # fmt: skip
+        bar.set_postfix(loss=f"{mean:.4f}", tok_s=f"{speed:,.0f}")
+
+    def periodic_validation(self) -> dict:
+        """Every eval_every steps (not at the last, which gets the full pass): a validation row and line."""
+        cfg = self.config
+        if not cfg.eval_every or self.step % cfg.eval_every or self.step >= cfg.steps:
+            return {}
+        valid = self.validate()
+        self.log.write("valid", self.step, self.tokens, self.elapsed, None, stage=self.stage,
+                       **prefixed("valid", valid))  # fmt: skip
+        partial = f" (first {cfg.eval_tokens} tokens)" if cfg.eval_tokens else ""
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if k != "scored_tokens")
+        self.say(f"step {self.step}: valid{partial} {shown}")
+        return valid
+
+    def save_unless_saved(self) -> None:
+        if self.step != self.saved_step:
+            self.save()
 
     def say(self, message: str) -> None:
         """A line under the progress bar, from rank 0 only."""
@@ -383,6 +376,33 @@ class Trainer:
         if self.ranks.main:
             write_json_atomic(self.run_dir / SUMMARY, finite)
         return summary
+
+
+class LogWindow:
+    """The updates since the last metrics row: their summed loss (scored segments only), tokens, largest
+    gradient norm, and when the window began."""
+
+    def __init__(self, now: float):
+        self.reset(now)
+
+    def reset(self, now: float) -> None:
+        self.start = now
+        self.loss, self.scored, self.tokens, self.grad_norm = 0.0, 0, 0, 0.0
+
+    def add(self, loss: float, tokens: int, grad_norm: float) -> None:
+        if loss == loss:
+            self.loss += loss
+            self.scored += 1
+        self.tokens += tokens
+        self.grad_norm = max(self.grad_norm, grad_norm)
+
+    def flush(self) -> tuple[float, float, float]:
+        """(mean loss, tokens/s, largest gradient norm) of the window, which then starts again."""
+        now = time.perf_counter()
+        result = (self.loss / self.scored if self.scored else float("nan"),
+                  self.tokens / max(now - self.start, 1e-9), self.grad_norm)  # fmt: skip
+        self.reset(now)
+        return result
 
 
 class TrainingInterrupted(FbtError):
