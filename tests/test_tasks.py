@@ -14,7 +14,7 @@ from toy_task import RecallTask, write_recall_data
 
 from fbt import api, runs
 from fbt.cli import main
-from fbt.data.code_exec import Generator, generate_dataset
+from fbt.data.code_exec import ProgramSpec, generate_dataset
 from fbt.data.splits import SPLITS
 from fbt.data.targets import IGNORE_INDEX
 from fbt.errors import FbtError
@@ -41,7 +41,7 @@ def write_pairs(path):
 SAMPLES = {
     "text": lambda root: (write_corpus(root / "c.txt"), {}),
     "lm": lambda root: (write_corpus(root / "c.txt"), {"tokenizer_vocab": 300}),
-    "code-exec": lambda root: (generate_dataset(root / "d", Generator(statements=5), sizes=(20, 4, 4)), {}),
+    "code-exec": lambda root: (generate_dataset(root / "d", ProgramSpec(statements=5), sizes=(20, 4, 4)), {}),
     "translation": lambda root: (
         write_pairs(root / "p.tsv.gz"),
         {
