@@ -14,7 +14,7 @@ from torch import nn
 
 from fbt import api
 from fbt.bench import forward_flops_per_token, parse_model_spec
-from fbt.cli_parser import build_parser
+from fbt.commands import build_parser
 from fbt.errors import FbtError
 from fbt.experiments.grid import matters
 from fbt.models import ModelConfig, ModelFamily, build_model, family_names, model_class, register_family, registry

@@ -1,4 +1,4 @@
-"""`fbt rl`: train, evaluate and render memory agents in partially observed gridworlds (rl/)."""
+"""`fbt rl train|eval|render|plot`: memory agents in partially observed gridworlds (fbt.rl)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import argparse
 import dataclasses
 import sys
 
+from fbt.commands.common import DefaultsShown, OneLineParser, print_result
 from fbt.errors import FbtError
+from fbt.rl.train import RLConfig
+
+NAME = "rl"
 
 # RLConfig field -> help; every one is a flag (underscores as dashes) whose default is the config's.
 RL_FLAGS = {
@@ -36,14 +40,12 @@ RL_FLAGS = {
 }
 
 
-def add_rl_parser(commands, parser_class, formatter) -> None:
-    from fbt.rl.train import RLConfig
-
+def add_parser(subparsers) -> None:
     defaults = {f.name: f.default for f in dataclasses.fields(RLConfig)}
-    rl = commands.add_parser("rl", help="reinforcement learning with memory policies in MiniGrid (PPO)")
-    kinds = rl.add_subparsers(dest="rl_command", required=True, parser_class=parser_class)
+    rl = subparsers.add_parser(NAME, help="reinforcement learning with memory policies in MiniGrid (PPO)")
+    kinds = rl.add_subparsers(dest="rl_command", required=True, parser_class=OneLineParser)
 
-    train = kinds.add_parser("train", help="train a policy with PPO", formatter_class=formatter)
+    train = kinds.add_parser("train", help="train a policy with PPO", formatter_class=DefaultsShown)
     for name, text in RL_FLAGS.items():
         kind = type(defaults[name])
         train.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"{text} (default: {defaults[name]})")
@@ -51,7 +53,7 @@ def add_rl_parser(commands, parser_class, formatter) -> None:
     train.add_argument("--resume", action="store_true", help="continue the run in --out (--frames may extend it)")
     add_run_flags(train)
 
-    ev = kinds.add_parser("eval", help="success rate, return and length over episodes", formatter_class=formatter)
+    ev = kinds.add_parser("eval", help="success rate, return and length over episodes", formatter_class=DefaultsShown)
     ev.add_argument("run", help="run directory (its latest checkpoint) or a checkpoint directory")
     ev.add_argument("--episodes", type=int, default=200, help="episodes to play")
     ev.add_argument("--env", help="another environment with the same view and actions (default: the run's)")
@@ -60,7 +62,7 @@ def add_rl_parser(commands, parser_class, formatter) -> None:
     ev.add_argument("--greedy", action="store_true", help="take the most likely action instead of sampling")
     add_run_flags(ev)
 
-    render = kinds.add_parser("render", help="write one episode as an animated GIF", formatter_class=formatter)
+    render = kinds.add_parser("render", help="write one episode as an animated GIF", formatter_class=DefaultsShown)
     render.add_argument("run", help="run directory or checkpoint directory")
     render.add_argument("--out", required=True, help="GIF file to write")
     render.add_argument("--env", help="environment (default: the run's)")
@@ -70,7 +72,7 @@ def add_rl_parser(commands, parser_class, formatter) -> None:
     render.add_argument("--json", action="store_true", help="print one JSON object")
 
     plot = kinds.add_parser("plot", help="learning curves of runs (mean and spread over seeds) as a PNG",
-                            formatter_class=formatter)  # fmt: skip
+                            formatter_class=DefaultsShown)  # fmt: skip
     plot.add_argument("runs", nargs="+", help="RL run directories; runs of one env and policy are seeds")
     plot.add_argument("--out", required=True, help="PNG file to write")
     plot.add_argument("--metric", default="success_rate", choices=("success_rate", "mean_return", "mean_length"),
@@ -85,51 +87,63 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
-def run_rl_command(args: argparse.Namespace, print_result) -> None:
+def train(args: argparse.Namespace) -> None:
+    from fbt import runlock
     from fbt.device import resolve_device
+    from fbt.rl.train import RLTrainer
+    from fbt.training import distributed
 
-    if args.rl_command == "train":
-        from fbt import runlock
-        from fbt.rl.train import RLConfig, RLTrainer
-        from fbt.training import distributed
-
-        settings = {name: getattr(args, name) for name in RL_FLAGS if getattr(args, name) is not None}
-        # Under torchrun: data-parallel PPO, each rank with envs / N environments; rank 0 reports.
-        device = distributed.start(args.device) if distributed.launched_by_torchrun() else resolve_device(args.device)
-        main_rank = distributed.Ranks.current().main
-        progress = not args.no_progress and main_rank
-        with runlock.hold(args.out, main_rank):
-            if args.resume:
-                changed = sorted(set(settings) - {"frames"})
-                if changed:
-                    raise FbtError(f"--resume continues the run with its own settings; only --frames may change, "
-                                   f"not {', '.join('--' + n.replace('_', '-') for n in changed)}")  # fmt: skip
-                trainer = RLTrainer.resume(args.out, device, settings.get("frames"))
-            else:
-                trainer = RLTrainer.start(RLConfig(**settings), args.out, device)
-            if progress:
-                cfg = trainer.config
-                print(f"fbt rl: {cfg.policy} policy ({sum(p.numel() for p in trainer.policy.parameters()):,} "
-                      f"parameters) on {cfg.env}, {cfg.envs} environments, {cfg.frames:,} frames, PPO updates of "
-                      f"{cfg.frames_per_update:,} frames -> {args.out}", file=sys.stderr)  # fmt: skip
-            result = trainer.fit(progress=progress)
-        if not main_rank:
-            return
-        print_result({"run": args.out, **result}, args.json)
+    settings = {name: getattr(args, name) for name in RL_FLAGS if getattr(args, name) is not None}
+    # Under torchrun: data-parallel PPO, each rank with envs / N environments; rank 0 reports.
+    device = distributed.start(args.device) if distributed.launched_by_torchrun() else resolve_device(args.device)
+    main_rank = distributed.Ranks.current().main
+    progress = not args.no_progress and main_rank
+    with runlock.hold(args.out, main_rank):
+        if args.resume:
+            changed = sorted(set(settings) - {"frames"})
+            if changed:
+                raise FbtError(f"--resume continues the run with its own settings; only --frames may change, "
+                               f"not {', '.join('--' + n.replace('_', '-') for n in changed)}")  # fmt: skip
+            trainer = RLTrainer.resume(args.out, device, settings.get("frames"))
+        else:
+            trainer = RLTrainer.start(RLConfig(**settings), args.out, device)
         if progress:
-            print(f"next:\n  fbt rl eval {args.out} --episodes 200\n  fbt rl render {args.out} --out "
-                  f"{args.out}/episode.gif", file=sys.stderr)  # fmt: skip
-    elif args.rl_command == "eval":
-        from fbt.rl.evaluate import evaluate_policy
+            cfg = trainer.config
+            print(f"fbt rl: {cfg.policy} policy ({sum(p.numel() for p in trainer.policy.parameters()):,} "
+                  f"parameters) on {cfg.env}, {cfg.envs} environments, {cfg.frames:,} frames, PPO updates of "
+                  f"{cfg.frames_per_update:,} frames -> {args.out}", file=sys.stderr)  # fmt: skip
+        result = trainer.fit(progress=progress)
+    if not main_rank:
+        return
+    print_result({"run": args.out, **result}, args.json)
+    if progress:
+        print(f"next:\n  fbt rl eval {args.out} --episodes 200\n  fbt rl render {args.out} --out "
+              f"{args.out}/episode.gif", file=sys.stderr)  # fmt: skip
 
-        result = evaluate_policy(args.run, args.episodes, args.env, args.envs, args.seed, args.greedy,
-                                 resolve_device(args.device), progress=not (args.no_progress or args.json))  # fmt: skip
-        print_result(result, args.json)
-    elif args.rl_command == "plot":
-        from fbt.rl.plots import plot_rl_runs
 
-        print(f"wrote {plot_rl_runs(args.runs, args.out, args.metric, args.window)}")
-    else:
-        from fbt.rl.evaluate import render_episode
+def evaluate(args: argparse.Namespace) -> None:
+    from fbt.device import resolve_device
+    from fbt.rl.evaluate import evaluate_policy
 
-        print_result(render_episode(args.run, args.out, args.env, args.seed, args.greedy, args.fps), args.json)
+    result = evaluate_policy(args.run, args.episodes, args.env, args.envs, args.seed, args.greedy,
+                             resolve_device(args.device), progress=not (args.no_progress or args.json))  # fmt: skip
+    print_result(result, args.json)
+
+
+def render(args: argparse.Namespace) -> None:
+    from fbt.rl.evaluate import render_episode
+
+    print_result(render_episode(args.run, args.out, args.env, args.seed, args.greedy, args.fps), args.json)
+
+
+def plot(args: argparse.Namespace) -> None:
+    from fbt.rl.plots import plot_rl_runs
+
+    print(f"wrote {plot_rl_runs(args.runs, args.out, args.metric, args.window)}")
+
+
+KINDS = {"train": train, "eval": evaluate, "render": render, "plot": plot}
+
+
+def run(args: argparse.Namespace) -> None:
+    KINDS[args.rl_command](args)

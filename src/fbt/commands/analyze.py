@@ -1,4 +1,4 @@
-"""`fbt analyze gradcheck|jacobian|hessian|memory`: the flags and what each prints."""
+"""`fbt analyze gradcheck|jacobian|hessian|memory`: the flags and what each prints (the analyses: fbt.analysis)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,24 @@ from pathlib import Path
 
 import torch
 
+from fbt.commands.common import DefaultsShown, OneLineParser
 from fbt.errors import FbtError
 from fbt.models.config import ModelConfig
 from fbt.models.registry import family_names
+
+NAME = "analyze"
 
 # Per subcommand: the batch (streams) and segment (tokens) of data it differentiates by default.
 DATA_DEFAULTS = {"gradcheck": (2, 32), "jacobian": (1, 16), "hessian": (4, 32), "memory": (4, 64)}
 
 
-def add_analyze_parser(commands, parser_class, formatter) -> None:
-    analyze = commands.add_parser(
-        "analyze",
+def add_parser(subparsers) -> None:
+    analyze = subparsers.add_parser(
+        NAME,
         help="automatic differentiation tools: gradient checks, Jacobian modes, Hessian spectra, memory reach",
-        formatter_class=formatter,
+        formatter_class=DefaultsShown,
     )
-    kinds = analyze.add_subparsers(dest="analysis", required=True, parser_class=parser_class)
+    kinds = analyze.add_subparsers(dest="analysis", required=True, parser_class=OneLineParser)
     helps = {
         "gradcheck": "autograd gradients against central finite differences in float64, per parameter tensor",
         "jacobian": "forward (jacfwd) against reverse (jacrev) mode on model functions of three shapes",
@@ -31,7 +34,7 @@ def add_analyze_parser(commands, parser_class, formatter) -> None:
         "memory": "how far back each step's loss depends on the past (feedback: also on its memory)",
     }
     for name, text in helps.items():
-        sub = kinds.add_parser(name, help=text, description=text, formatter_class=formatter)
+        sub = kinds.add_parser(name, help=text, description=text, formatter_class=DefaultsShown)
         batch, segment = DATA_DEFAULTS[name]
         sub.add_argument("runs", nargs="*" if name == "memory" else "?", metavar="RUN_DIR",
                          help="run or checkpoint directory (or --model)")  # fmt: skip
@@ -87,7 +90,7 @@ def subjects(args: argparse.Namespace, dtype: torch.dtype = torch.float32) -> li
     return loaded
 
 
-def run_analyze_command(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:
     from fbt.analysis.common import forward_mode_kernels
 
     with forward_mode_kernels():
