@@ -49,17 +49,23 @@ from fbt.presets import CPU_CODE_EXEC  # noqa: E402
 BENCH_SIZES = {
     "config-A": (
         dict(dim=256, ff=1024, heads=4, span=100, layers=4),
-        ["feedback", "transformer-xl:layers=8", "transformer-xl:layers=4"], 32, 64,
+        ["feedback", "transformer-xl:layers=8", "transformer-xl:layers=4"],
+        32,
+        64,
     ),
     "code-exec-paper": (
         dict(dim=256, ff=1024, heads=4, span=100, layers=4),
-        ["feedback", "transformer-xl:layers=8"], 256, 64,
+        ["feedback", "transformer-xl:layers=8"],
+        256,
+        64,
     ),
     "enwik8-width": (
         dict(dim=512, ff=4096, heads=8, span=512, layers=12),
-        ["feedback", "transformer-xl:layers=12", "transformer-xl:layers=24"], 32, 128,
+        ["feedback", "transformer-xl:layers=12", "transformer-xl:layers=24"],
+        32,
+        128,
     ),
-}  # fmt: skip
+}
 QUICK_SIZES = dict(dim=32, ff=64, heads=2, span=8, layers=2)
 QUICK_LAYERS = {"4": 2, "8": 4, "12": 2, "24": 4}
 PROFILE_SIZES = {name: (BENCH_SIZES[name][0], *BENCH_SIZES[name][2:]) for name in ("config-A", "code-exec-paper")}
@@ -100,8 +106,9 @@ class Check:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
         self.log(f"   $ {' '.join(arguments)}")
         with open(self.out / f"{name}.txt", "w") as output:
-            done = subprocess.run(arguments, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                  timeout=timeout, text=True)  # fmt: skip
+            done = subprocess.run(
+                arguments, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, timeout=timeout, text=True
+            )
         return done
 
     def fbt(self, arguments: list[str], name: str, timeout: float) -> subprocess.CompletedProcess:
@@ -191,8 +198,9 @@ def bench(check: Check) -> dict:
         for entry in report["models"]:
             peak = peaks.get(entry["options"]["precision"])
             if peak:  # against the measured peak of the precision the matmuls run in
-                entry["mfu_measured_peak"] = round(entry["train_flops_per_token"] * entry["train_tokens_per_s"]
-                                                   / (peak * 1e12), 4)  # fmt: skip
+                entry["mfu_measured_peak"] = round(
+                    entry["train_flops_per_token"] * entry["train_tokens_per_s"] / (peak * 1e12), 4
+                )
         results[name] = report
         check.log("\n" + format_bench(name, report))
     return results
@@ -204,8 +212,10 @@ def format_bench(name: str, report: dict) -> str:
         decode = " / ".join(f"{rate:,.0f}" for rate in entry["decode_tokens_per_s"].values())
         memory = f"{entry['peak_memory_mb']:,.0f} MB" if "peak_memory_mb" in entry else "-"
         mfu = entry.get("mfu_measured_peak", entry["mfu"])
-        lines.append(f"  {entry['name']:32} train {entry['train_tokens_per_s']:12,.0f} tok/s  MFU {mfu:6.1%}  "
-                     f"decode {decode} tok/s  peak {memory}")  # fmt: skip
+        lines.append(
+            f"  {entry['name']:32} train {entry['train_tokens_per_s']:12,.0f} tok/s  MFU {mfu:6.1%}  "
+            f"decode {decode} tok/s  peak {memory}"
+        )
     return "\n".join(lines)
 
 
@@ -227,16 +237,41 @@ def training_pair(check: Check) -> dict:
     for label, device in (("device", str(check.device)), ("cpu", "cpu")):  # with --device cpu: two equal runs
         runs[label] = check.out / f"train_{label}"
         shutil.rmtree(runs[label], ignore_errors=True)  # a rerun into the same DIR starts afresh
-        arguments = ["train", "--preset", "code-exec-feedback-cpu", "--data", str(data), "--steps", str(steps),
-                     "--device", device, "--threads", threads, "--out", str(runs[label]), "--no-progress",
-                     "--log-every", "1", "--json"]  # fmt: skip
+        arguments = [
+            "train",
+            "--preset",
+            "code-exec-feedback-cpu",
+            "--data",
+            str(data),
+            "--steps",
+            str(steps),
+            "--device",
+            device,
+            "--threads",
+            threads,
+            "--out",
+            str(runs[label]),
+            "--no-progress",
+            "--log-every",
+            "1",
+            "--json",
+        ]
         if check.quick:
             arguments += ["--eval-every", "0", "--eval-tokens", "512"]
         check.log(f"   $ fbt {' '.join(arguments)}")
         output = open(check.out / f"train_{label}.txt", "w")
-        processes[label] = (time.perf_counter(), output, subprocess.Popen(
-            [sys.executable, "-m", "fbt.cli", *arguments], cwd=ROOT, env=env, stdout=output,
-            stderr=subprocess.STDOUT, text=True))  # fmt: skip
+        processes[label] = (
+            time.perf_counter(),
+            output,
+            subprocess.Popen(
+                [sys.executable, "-m", "fbt.cli", *arguments],
+                cwd=ROOT,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ),
+        )
     result: dict = {"steps": steps, "rtol": LOSS_RTOL}
     for label, (start, output, process) in processes.items():
         code = process.wait(timeout=150 if check.quick else 360)

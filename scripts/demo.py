@@ -70,8 +70,10 @@ def main() -> None:
     print(f"== writing the CPU code-exec dataset: {spec.to_dict()}")
     generate_dataset(DATA, spec, sizes=CPU_CODE_EXEC["sizes"], seed=CPU_CODE_EXEC["seed"])
     layers = {model: get_preset(preset)["model"]["layers"] for model, preset in PAIR.items()}
-    print(f"\n== training feedback ({layers['feedback']} layers) and transformer-xl ({layers['transformer-xl']} "
-          "layers) on the same tokens, side by side")  # fmt: skip
+    print(
+        f"\n== training feedback ({layers['feedback']} layers) and transformer-xl ({layers['transformer-xl']} "
+        "layers) on the same tokens, side by side"
+    )
     seconds = train_pair()
     results = {model: evaluate(model) for model in PAIR}
     heuristics = heuristic_accuracies(*load_code_exec_split(DATA, "test"))

@@ -142,16 +142,65 @@ def test_transformer_xl_reach_is_layers_times_span_and_feedback_reaches_further(
 
 def test_the_four_subcommands_run_on_a_trained_checkpoint(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--model", "feedback", "--dim", "16", "--layers", "1", "--heads", "2", "--ff", "16",
-                 "--span", "4", "--batch", "2", "--segment", "8", "--steps", "3", "--warmup", "0", "--save-every",
-                 "1", "--keep-checkpoints", "3", "--eval-tokens", "64", "--data", SHAKESPEARE, "--no-progress",
-                 "--out", str(run)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "feedback",
+                "--dim",
+                "16",
+                "--layers",
+                "1",
+                "--heads",
+                "2",
+                "--ff",
+                "16",
+                "--span",
+                "4",
+                "--batch",
+                "2",
+                "--segment",
+                "8",
+                "--steps",
+                "3",
+                "--warmup",
+                "0",
+                "--save-every",
+                "1",
+                "--keep-checkpoints",
+                "3",
+                "--eval-tokens",
+                "64",
+                "--data",
+                SHAKESPEARE,
+                "--no-progress",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     outputs = {}
-    for analysis, extra in (("gradcheck", []), ("jacobian", ["--repeats", "1"]),
-                            ("hessian", ["--samples", "4", "--lanczos-steps", "5", "--over-checkpoints", str(run),
-                                         "--plot", str(tmp_path / "sharpness.png")]),
-                            ("memory", ["--segment", "12", "--plot", str(tmp_path / "memory.png")])):  # fmt: skip
+    for analysis, extra in (
+        ("gradcheck", []),
+        ("jacobian", ["--repeats", "1"]),
+        (
+            "hessian",
+            [
+                "--samples",
+                "4",
+                "--lanczos-steps",
+                "5",
+                "--over-checkpoints",
+                str(run),
+                "--plot",
+                str(tmp_path / "sharpness.png"),
+            ],
+        ),
+        ("memory", ["--segment", "12", "--plot", str(tmp_path / "memory.png")]),
+    ):
         assert main(["analyze", analysis, str(run), "--json", *extra]) == 0
         outputs[analysis] = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert outputs["gradcheck"]["max_relative_error"] < 1e-5

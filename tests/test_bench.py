@@ -32,10 +32,38 @@ def test_flops_count_matches_a_hand_count():
 
 
 def test_bench_json_has_one_entry_per_model(capsys):
-    args = ["bench", "--models", "transformer-xl:layers=3", *LANGUAGE_MODELS, "--dim", "16",
-            "--heads", "2", "--ff", "32", "--span", "8", "--context", "16", "--layers", "2", "--batch", "2",
-            "--segment", "8", "--repeats", "1", "--steps", "1", "--decode-tokens", "2", "--decode-batches", "1", "4",
-            "--json"]  # fmt: skip
+    args = [
+        "bench",
+        "--models",
+        "transformer-xl:layers=3",
+        *LANGUAGE_MODELS,
+        "--dim",
+        "16",
+        "--heads",
+        "2",
+        "--ff",
+        "32",
+        "--span",
+        "8",
+        "--context",
+        "16",
+        "--layers",
+        "2",
+        "--batch",
+        "2",
+        "--segment",
+        "8",
+        "--repeats",
+        "1",
+        "--steps",
+        "1",
+        "--decode-tokens",
+        "2",
+        "--decode-batches",
+        "1",
+        "4",
+        "--json",
+    ]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [m["name"] for m in report["models"]] == ["transformer-xl L3", *(f"{name} L2" for name in LANGUAGE_MODELS)]

@@ -73,9 +73,14 @@ def text_run(tmp_path_factory):
 def test_code_exec_train_eval_generate(code_run, capsys):
     data, run = code_run
     assert sorted(p.name for p in data.iterdir()) == [
-        "generator.json", "test.txt", "test.txt.labels", "train.txt", "train.txt.labels", "valid.txt",
+        "generator.json",
+        "test.txt",
+        "test.txt.labels",
+        "train.txt",
+        "train.txt.labels",
+        "valid.txt",
         "valid.txt.labels",
-    ]  # fmt: skip
+    ]
     assert main(["eval", str(run), "--json"]) == 0
     result = last_json(capsys.readouterr().out)
     assert set(result) >= {"accuracy", "loss", "split"} and 0 <= result["accuracy"] <= 1
@@ -98,8 +103,27 @@ def test_text_generate_is_seeded(text_run, capsys):
 def test_train_json_is_the_last_line_and_flags_override_the_preset(tmp_path, code_run, capsys):
     data, _ = code_run
     out = tmp_path / "run"
-    args = ["train", "--preset", "code-exec-feedback-small", "--data", data, "--layers", "1", "--dim", "16",
-            "--heads", "2", "--ff", "32", "--steps", "2", "--out", out, "--json", "--no-progress"]  # fmt: skip
+    args = [
+        "train",
+        "--preset",
+        "code-exec-feedback-small",
+        "--data",
+        data,
+        "--layers",
+        "1",
+        "--dim",
+        "16",
+        "--heads",
+        "2",
+        "--ff",
+        "32",
+        "--steps",
+        "2",
+        "--out",
+        out,
+        "--json",
+        "--no-progress",
+    ]
     assert main(list(map(str, args))) == 0
     assert last_json(capsys.readouterr().out)["step"] == 2
     config = json.loads((out / "config.json").read_text())

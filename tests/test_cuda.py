@@ -117,9 +117,14 @@ def test_activation_checkpointing_changes_nothing_on_the_gpu(case):
 
 @pytest.mark.parametrize(
     "family, overrides",
-    [("feedback", {}), ("feedback", {"shared_kv": False, "memory": "top"}), ("transformer-xl", {}), ("gpt", {}),
-     ("lstm", {})],
-)  # fmt: skip
+    [
+        ("feedback", {}),
+        ("feedback", {"shared_kv": False, "memory": "top"}),
+        ("transformer-xl", {}),
+        ("gpt", {}),
+        ("lstm", {}),
+    ],
+)
 @pytest.mark.parametrize("grad", [True, False], ids=["recorded", "inference"])
 def test_token_by_token_decoding_equals_the_parallel_forward_on_the_gpu(family, overrides, grad):
     torch.manual_seed(0)

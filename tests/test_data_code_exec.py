@@ -215,8 +215,12 @@ def test_generator_json_records_the_options(tmp_path):
 
     generate_dataset(tmp_path, ProgramSpec(1, 12, 5, (1, 1, 1, 4, 2)), sizes=(2, 1, 1), seed=9)
     assert json.loads((tmp_path / "generator.json").read_text()) == {
-        "variables": 1, "statements": 12, "max_value": 5, "weights": [1.0, 1.0, 1.0, 4.0, 2.0], "seed": 9,
-    }  # fmt: skip
+        "variables": 1,
+        "statements": 12,
+        "max_value": 5,
+        "weights": [1.0, 1.0, 1.0, 4.0, 2.0],
+        "seed": 9,
+    }
 
 
 def encode(program: str, labels: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,16 +21,55 @@ from fbt.training.config import TrainConfig
 from fbt.training.distributed import Ranks, share
 
 CORPUS = SHAKESPEARE
-SIZES = ["--dim", "32", "--layers", "2", "--heads", "2", "--ff", "64", "--span", "8", "--batch", "4",
-         "--segment", "16", "--warmup", "0", "--log-every", "1", "--eval-every", "3", "--eval-tokens", "512",
-         "--save-every", "3", "--data", str(CORPUS), "--threads", "1", "--no-progress"]  # fmt: skip
+SIZES = [
+    "--dim",
+    "32",
+    "--layers",
+    "2",
+    "--heads",
+    "2",
+    "--ff",
+    "64",
+    "--span",
+    "8",
+    "--batch",
+    "4",
+    "--segment",
+    "16",
+    "--warmup",
+    "0",
+    "--log-every",
+    "1",
+    "--eval-every",
+    "3",
+    "--eval-tokens",
+    "512",
+    "--save-every",
+    "3",
+    "--data",
+    str(CORPUS),
+    "--threads",
+    "1",
+    "--no-progress",
+]
 
 
 def tiny_configs(family: str, **train) -> tuple[ModelConfig, TrainConfig]:
     # GPT context 24 > segment 16: its second step reads 8 tokens of the carried cache.
     model = ModelConfig(model=family, dim=32, layers=2, heads=2, ff=64, span=8, context=24, vocab_size=256)
-    run = TrainConfig(data=str(CORPUS), batch=4, segment=16, steps=3, warmup=0, clip=0.0, eval_every=0,
-                      eval_tokens=256, log_every=1, save_every=100, **train)  # fmt: skip
+    run = TrainConfig(
+        data=str(CORPUS),
+        batch=4,
+        segment=16,
+        steps=3,
+        warmup=0,
+        clip=0.0,
+        eval_every=0,
+        eval_tokens=256,
+        log_every=1,
+        save_every=100,
+        **train,
+    )
     return model, run
 
 
@@ -78,8 +117,16 @@ def fbt(args: list[str], ranks: int, cwd: Path) -> None:
     """`fbt ARGS`, or `torchrun --standalone --nproc-per-node RANKS -m fbt.cli ARGS`."""
     launch = [sys.executable, "-m", "fbt.cli"]
     if ranks > 1:
-        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
-                  "-m", "fbt.cli"]  # fmt: skip
+        launch = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(ranks),
+            "-m",
+            "fbt.cli",
+        ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([*launch, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -102,8 +149,11 @@ def test_torchrun_matches_one_process_and_resumes_under_any_rank_count(tmp_path)
     fbt(["train", *SIZES, "--steps", "3", "--out", "two-then-one"], 2, tmp_path)
     fbt(["train", "--resume", "--steps", "6", "--out", "two-then-one", "--no-progress"], 1, tmp_path)
     fbt(["train", *SIZES, "--steps", "3", "--out", "one-then-two"], 1, tmp_path)
-    fbt(["train", "--resume", "--steps", "6", "--accumulate", "2", "--out", "one-then-two", "--no-progress"], 2,
-        tmp_path)  # fmt: skip
+    fbt(
+        ["train", "--resume", "--steps", "6", "--accumulate", "2", "--out", "one-then-two", "--no-progress"],
+        2,
+        tmp_path,
+    )
     reference = train_losses(tmp_path / "one")
     assert len(reference) == 6
     for run in ("two", "two-then-one", "one-then-two"):
@@ -125,8 +175,21 @@ def rl_worker(rank: int, world: int, init_file: str, root: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        config = RLConfig(env="MiniGrid-MemoryS7-v0", policy="feedback", frames=256, envs=4, dim=16, layers=1,
-                          heads=2, ff=32, span=8, steps=32, bptt=16, epochs=1, minibatches=2)  # fmt: skip
+        config = RLConfig(
+            env="MiniGrid-MemoryS7-v0",
+            policy="feedback",
+            frames=256,
+            envs=4,
+            dim=16,
+            layers=1,
+            heads=2,
+            ff=32,
+            span=8,
+            steps=32,
+            bptt=16,
+            epochs=1,
+            minibatches=2,
+        )
         trainer = RLTrainer.start(config, Path(root) / "run", torch.device("cpu"))
         result = trainer.fit(progress=False)
         save_file(dict(trainer.policy.state_dict()), str(Path(root) / f"rank{rank}.safetensors"))
@@ -150,8 +213,22 @@ def test_ctrl_c_under_torchrun_saves_once_and_one_process_resumes(tmp_path):
     import signal
     import time
 
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
-              "fbt.cli", "train", *SIZES, "--steps", "100000", "--out", "run"]  # fmt: skip
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "fbt.cli",
+        "train",
+        *SIZES,
+        "--steps",
+        "100000",
+        "--out",
+        "run",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(launch, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120

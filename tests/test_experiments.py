@@ -133,8 +133,12 @@ def test_sections_share_cells_and_the_report_draws_every_figure(tmp_path, text_f
     grid = load_grid(str(grid_file), out)
     # memory=all with span 4 is the span section's span=4 cell too: it runs once, in both sections
     assert [c.name for c in grid.cells] == [
-        "memory=all,seed=0", "memory=top,seed=0", "span=2,seed=0", "span=2,seed=1", "span=4,seed=1",
-    ]  # fmt: skip
+        "memory=all,seed=0",
+        "memory=top,seed=0",
+        "span=2,seed=0",
+        "span=2,seed=1",
+        "span=4,seed=1",
+    ]
     assert grid.cells[0].sections == ("memory source", "span") and grid.cells[0].values["memory"] == "all"
     assert main(["experiment", str(grid_file), "--out", str(out), "--no-progress"]) == 0
     assert main(["experiment", "report", str(out)]) == 0
@@ -145,10 +149,14 @@ def test_sections_share_cells_and_the_report_draws_every_figure(tmp_path, text_f
     assert "## Where it ran" in report
     figures = {p.name for p in (out / "figures").glob("*.png")}
     assert figures == {
-        "s0_bits_per_byte_bars.png", "s0_valid_bits_per_byte_vs_tokens.png", "s0_valid_bits_per_byte_vs_time.png",
-        "s1_bits_per_byte_vs_span.png", "s1_valid_bits_per_byte_vs_tokens.png", "s1_valid_bits_per_byte_vs_time.png",
+        "s0_bits_per_byte_bars.png",
+        "s0_valid_bits_per_byte_vs_tokens.png",
+        "s0_valid_bits_per_byte_vs_time.png",
+        "s1_bits_per_byte_vs_span.png",
+        "s1_valid_bits_per_byte_vs_tokens.png",
+        "s1_valid_bits_per_byte_vs_time.png",
         "memory_mix.png",
-    }  # fmt: skip
+    }
     assert all(f"figures/{name}" in report for name in figures)
 
 
@@ -178,8 +186,10 @@ layers = [1, 2]
     assert len(rows) == 5 and rows[0].endswith(
         "decode_tokens_per_s_batch1,decode_tokens_per_s_batch2,state_bytes_per_token"
     )
-    state = {json.loads(p.read_text())["cell"]: json.loads(p.read_text())["bench"]["state_bytes_per_token"]
-             for p in (out / "results").glob("*.json")}  # fmt: skip
+    state = {
+        json.loads(p.read_text())["cell"]: json.loads(p.read_text())["bench"]["state_bytes_per_token"]
+        for p in (out / "results").glob("*.json")
+    }
     # the feedback memory is one state per token whatever the depth; a transformer caches one per layer
     assert state["model=feedback,layers=1"] == state["model=feedback,layers=2"]
     assert state["model=transformer-xl,layers=2"] == 2 * state["model=transformer-xl,layers=1"]

@@ -14,8 +14,12 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
 
 def test_the_quick_check_runs_every_section_on_the_cpu(tmp_path):
-    done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--device", "cpu", "--quick"],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(tmp_path), "--device", "cpu", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     sections = ["versions", "matmul_peaks", "cuda_tests", "bench", "training_pair", "profile"]
@@ -49,8 +53,9 @@ def gpu_check():
 
 def test_profile_summary_merges_overlapping_device_intervals(gpu_check):
     def kernel(name, start, end):
-        return SimpleNamespace(name=name, device_type=torch.autograd.DeviceType.CUDA,
-                               time_range=SimpleNamespace(start=start, end=end))  # fmt: skip
+        return SimpleNamespace(
+            name=name, device_type=torch.autograd.DeviceType.CUDA, time_range=SimpleNamespace(start=start, end=end)
+        )
 
     cpu_op = SimpleNamespace(name="aten::mm", device_type=torch.autograd.DeviceType.CPU, self_cpu_time_total=5.0)
     # Busy from 0 to 30 µs and from 50 to 60 µs (the second kernel overlaps the first): 40 µs of 100 µs.

@@ -47,8 +47,9 @@ def test_bf16_autocast_is_close_to_fp32(family, fast):
 
 def tiny_run(tmp_path, name: str, **train) -> tuple[list[float], dict]:
     model = ModelConfig(model="feedback", dim=32, layers=2, heads=2, ff=64, span=8)
-    config = TrainConfig(data=str(CORPUS), batch=4, segment=16, steps=4, warmup=0, eval_every=0, eval_tokens=256,
-                         log_every=1, **train)  # fmt: skip
+    config = TrainConfig(
+        data=str(CORPUS), batch=4, segment=16, steps=4, warmup=0, eval_every=0, eval_tokens=256, log_every=1, **train
+    )
     trainer = api.make_trainer(model, config, tmp_path / name, torch.device("cpu"))
     losses = [trainer.train_step()[0] for _ in range(config.steps)]
     trainer.save()

@@ -85,8 +85,10 @@ def test_state_rows_and_cat_states_split_a_registered_familys_state(bigram):
     _, state = model(tokens[:, :3])
     with torch.no_grad():
         whole, _ = model(tokens[:, 3:], state)
-        halves = [model(tokens[rows, 3:], state_rows(model.state_batch_dims, state, rows)) for rows in
-                  (slice(0, 2), slice(2, 4))]  # fmt: skip
+        halves = [
+            model(tokens[rows, 3:], state_rows(model.state_batch_dims, state, rows))
+            for rows in (slice(0, 2), slice(2, 4))
+        ]
     torch.testing.assert_close(torch.cat([logits for logits, _ in halves]), whole, rtol=0, atol=0)
     joined = cat_states(model.state_batch_dims, [state for _, state in halves])
     assert torch.equal(joined["previous"], model(tokens[:, 3:], state)[1]["previous"])
@@ -94,8 +96,18 @@ def test_state_rows_and_cat_states_split_a_registered_familys_state(bigram):
 
 def test_a_registered_family_trains_with_its_header_line_flops_and_diagnostics(bigram, tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
-    config = TrainConfig(task="text", data=str(corpus), batch=4, segment=8, steps=2, warmup=0, eval_every=0,
-                         eval_tokens=64, log_every=1, accumulate=2)  # fmt: skip
+    config = TrainConfig(
+        task="text",
+        data=str(corpus),
+        batch=4,
+        segment=8,
+        steps=2,
+        warmup=0,
+        eval_every=0,
+        eval_tokens=64,
+        log_every=1,
+        accumulate=2,
+    )
     model_config = ModelConfig(model="bigram", **{**SIZES, "vocab_size": 256})
     trainer = api.make_trainer(model_config, config, tmp_path / "header", torch.device("cpu"))
     assert "bigram, one hidden layer of 16: " in describe(trainer)

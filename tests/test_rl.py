@@ -29,10 +29,12 @@ class CueBandit(gymnasium.Env):
     cue (0 for the key, 1 for the ball). A memoryless policy is right half of the time."""
 
     def __init__(self):
-        self.observation_space = gymnasium.spaces.Dict({
-            "image": gymnasium.spaces.Box(0, 255, (3, 3, 3), np.uint8),
-            "direction": gymnasium.spaces.Discrete(4),
-        })  # fmt: skip
+        self.observation_space = gymnasium.spaces.Dict(
+            {
+                "image": gymnasium.spaces.Box(0, 255, (3, 3, 3), np.uint8),
+                "direction": gymnasium.spaces.Discrete(4),
+            }
+        )
         self.action_space = gymnasium.spaces.Discrete(3)
 
     def view(self, cue: int) -> dict:
@@ -61,8 +63,9 @@ def test_gae_matches_a_hand_computed_example():
     rewards = torch.tensor([[1.0], [0.0], [2.0]])
     values = torch.tensor([[0.5], [1.0], [0.25]])
     starts = torch.tensor([[True], [False], [True]])
-    advantages, returns = compute_advantages(rewards, values, starts, torch.tensor([2.0]), torch.tensor([False]),
-                                             gamma=0.5, gae_lambda=0.5)  # fmt: skip
+    advantages, returns = compute_advantages(
+        rewards, values, starts, torch.tensor([2.0]), torch.tensor([False]), gamma=0.5, gae_lambda=0.5
+    )
     # t=2: 2 + 0.5*2 - 0.25 = 2.75; t=1: 0 - 1 = -1 (episode ends); t=0: (1 + 0.5*1 - 0.5) + 0.25*(-1) = 0.75
     torch.testing.assert_close(advantages[:, 0], torch.tensor([0.75, -1.0, 2.75]))
     torch.testing.assert_close(returns[:, 0], torch.tensor([1.25, 0.0, 3.0]))
@@ -170,8 +173,23 @@ def test_the_transformer_cores_are_the_language_models(model_name, core_class):
 
 
 def bandit_success(policy: str, tmp_path) -> float:
-    config = RLConfig(env=BANDIT, policy=policy, frames=3072, envs=16, seed=0, lr=3e-3, dim=32, layers=1, heads=2,
-                      ff=64, span=4, steps=16, bptt=8, minibatches=2, save_every=1000)  # fmt: skip
+    config = RLConfig(
+        env=BANDIT,
+        policy=policy,
+        frames=3072,
+        envs=16,
+        seed=0,
+        lr=3e-3,
+        dim=32,
+        layers=1,
+        heads=2,
+        ff=64,
+        span=4,
+        steps=16,
+        bptt=8,
+        minibatches=2,
+        save_every=1000,
+    )
     RLTrainer.start(config, tmp_path / policy, torch.device("cpu")).fit(progress=False)
     return evaluate_policy(tmp_path / policy, episodes=200, greedy=True, progress=False)["success_rate"]
 
@@ -189,14 +207,38 @@ def run_cli(argv, capsys):
 
 def test_rl_commands_end_to_end(tmp_path, capsys):
     run = str(tmp_path / "run")
-    small = ["--env", "MiniGrid-MemoryS7-v0", "--policy", "feedback", "--envs", "2", "--steps", "16", "--bptt", "8",
-             "--dim", "16", "--layers", "1", "--heads", "2", "--ff", "32", "--span", "8", "--save-every", "1",
-             "--no-progress", "--json"]  # fmt: skip
+    small = [
+        "--env",
+        "MiniGrid-MemoryS7-v0",
+        "--policy",
+        "feedback",
+        "--envs",
+        "2",
+        "--steps",
+        "16",
+        "--bptt",
+        "8",
+        "--dim",
+        "16",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--ff",
+        "32",
+        "--span",
+        "8",
+        "--save-every",
+        "1",
+        "--no-progress",
+        "--json",
+    ]
     code, out, err = run_cli(["rl", "train", *small, "--frames", "64", "--out", run], capsys)
     assert code == 0, err
     assert json.loads(out.splitlines()[-1])["updates"] == 2
-    code, out, err = run_cli(["rl", "train", "--frames", "128", "--out", run, "--resume", "--no-progress", "--json"],
-                             capsys)  # fmt: skip
+    code, out, err = run_cli(
+        ["rl", "train", "--frames", "128", "--out", run, "--resume", "--no-progress", "--json"], capsys
+    )
     assert code == 0, err
     assert json.loads(out.splitlines()[-1])["updates"] == 4
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()

@@ -17,9 +17,31 @@ from fbt import api, checkpoint, rundir
 from fbt.cli import main
 from fbt.errors import FbtError
 
-TINY = ["--dim", "16", "--layers", "1", "--heads", "2", "--ff", "32", "--batch", "2", "--segment", "8",
-        "--warmup", "1", "--log-every", "1", "--eval-every", "0", "--eval-tokens", "64", "--threads", "1",
-        "--no-progress"]  # fmt: skip
+TINY = [
+    "--dim",
+    "16",
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--ff",
+    "32",
+    "--batch",
+    "2",
+    "--segment",
+    "8",
+    "--warmup",
+    "1",
+    "--log-every",
+    "1",
+    "--eval-every",
+    "0",
+    "--eval-tokens",
+    "64",
+    "--threads",
+    "1",
+    "--no-progress",
+]
 NO_SPACE = os.strerror(errno.ENOSPC)
 
 
@@ -51,8 +73,9 @@ def staging_left(run: Path) -> list[str]:
     [OSError(errno.ENOSPC, NO_SPACE), SafetensorError(f"Error while serializing: I/O error: {NO_SPACE} (os error 28)")],
     ids=["os-error", "safetensors-error"],
 )
-def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, text_file, monkeypatch,
-                                                                                 failure):  # fmt: skip
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(
+    tmp_path, text_file, monkeypatch, failure
+):
     trainer = api.make_trainer(*tiny_configs(text_file), tmp_path / "run", torch.device("cpu"))
     trainer.train_step()
     trainer.save()
@@ -99,8 +122,13 @@ def test_fbt_train_on_a_full_disk_exits_with_one_line_and_stays_resumable(tmp_pa
 
 def start_fbt_train(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(fbt.__file__).parents[1])}
-    return subprocess.Popen([sys.executable, "-m", "fbt.cli", "train", *args], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "fbt.cli", "train", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def wait_for(path: Path, process: subprocess.Popen) -> None:
@@ -116,16 +144,19 @@ def snapshot(run: Path) -> dict[str, bytes]:
 
 def test_a_second_fbt_train_on_a_run_in_use_stops_with_one_line_and_writes_nothing(tmp_path, text_file, capsys):
     run = tmp_path / "run"
-    first = start_fbt_train(["--data", str(text_file), *TINY, "--steps", "1000000", "--save-every", "1000000",
-                             "--out", str(run)], tmp_path)  # fmt: skip
+    first = start_fbt_train(
+        ["--data", str(text_file), *TINY, "--steps", "1000000", "--save-every", "1000000", "--out", str(run)], tmp_path
+    )
     try:
         wait_for(run / "metrics.csv", first)
         before = snapshot(run)
         for second in (["--data", str(text_file), *TINY, "--steps", "3"], ["--resume", "--steps", "3"]):
             assert main(["train", *second, "--out", str(run)]) == 1
             err = capsys.readouterr().err
-            assert err == f"fbt: error: {run} is in use by another fbt train (pid {first.pid}); wait for it to end " \
-                          "or choose another --out\n"  # fmt: skip
+            assert (
+                err == f"fbt: error: {run} is in use by another fbt train (pid {first.pid}); wait for it to end "
+                "or choose another --out\n"
+            )
         with pytest.raises(FbtError, match="in use by another fbt train"):
             api.train(*tiny_configs(text_file, steps=3), run, "cpu", progress=False)
         after = snapshot(run)

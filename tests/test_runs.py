@@ -32,9 +32,16 @@ def run_root(tmp_path_factory):
     corpus.write_text(" ".join(rng.choice(["to", "be", "or", "not", "question", "\n"]) for _ in range(1500)))
     for name, model_config in TINY_MODELS.items():
         train_config = TrainConfig(
-            task="text", data=str(corpus), steps=STEPS, batch=2, segment=8,
-            log_every=1, eval_every=3, eval_tokens=0, warmup=1,
-        )  # fmt: skip
+            task="text",
+            data=str(corpus),
+            steps=STEPS,
+            batch=2,
+            segment=8,
+            log_every=1,
+            eval_every=3,
+            eval_tokens=0,
+            warmup=1,
+        )
         train(model_config, train_config, out=root / name, device="cpu", progress=False)
     (root / "notes").mkdir()
     (root / "notes" / "readme.txt").write_text("not a run")

@@ -59,15 +59,43 @@ def test_corrupt_tokenizer_is_one_line_error(tmp_path, capsys, content):
     (directory / "tokenizer.json").write_bytes(content.encode("utf-8", errors="surrogateescape"))
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(CORPUS))
-    code = main(["train", "--task", "lm", "--tokenizer", str(directory), "--data", str(corpus), "--steps", "1",
-                 "--out", str(tmp_path / "run"), "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--task",
+            "lm",
+            "--tokenizer",
+            str(directory),
+            "--data",
+            str(corpus),
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert len(err.strip().splitlines()) == 1 and "tokenizer" in err, err
 
 
 def test_missing_tokenizer_is_one_line_error(tmp_path, capsys):
-    code = main(["train", "--task", "lm", "--tokenizer", str(tmp_path / "nowhere"), "--data", str(tmp_path),
-                 "--steps", "1", "--out", str(tmp_path / "run"), "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--task",
+            "lm",
+            "--tokenizer",
+            str(tmp_path / "nowhere"),
+            "--data",
+            str(tmp_path),
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ]
+    )
     assert code == 1
     assert "no tokenizer at" in capsys.readouterr().err

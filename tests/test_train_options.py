@@ -9,9 +9,36 @@ import pytest
 from fbt.cli import main
 from fbt.presets import SHAKESPEARE as CORPUS
 
-TINY = ["train", "--model", "feedback", "--dim", "32", "--layers", "2", "--heads", "2", "--ff", "64", "--span", "8",
-        "--batch", "4", "--segment", "16", "--warmup", "0", "--log-every", "1", "--eval-every", "0",
-        "--eval-tokens", "256", "--data", str(CORPUS), "--no-progress"]  # fmt: skip
+TINY = [
+    "train",
+    "--model",
+    "feedback",
+    "--dim",
+    "32",
+    "--layers",
+    "2",
+    "--heads",
+    "2",
+    "--ff",
+    "64",
+    "--span",
+    "8",
+    "--batch",
+    "4",
+    "--segment",
+    "16",
+    "--warmup",
+    "0",
+    "--log-every",
+    "1",
+    "--eval-every",
+    "0",
+    "--eval-tokens",
+    "256",
+    "--data",
+    str(CORPUS),
+    "--no-progress",
+]
 
 
 def csv_rows(run, kind="train"):
@@ -38,8 +65,25 @@ def test_memory_and_precision_flags_train_and_a_resume_may_change_them(tmp_path,
     saved = json.loads((run / "config.json").read_text())["train"]
     assert (saved["checkpoint_activations"], saved["accumulate"], saved["precision"]) == (True, 2, "bf16")
     capsys.readouterr()
-    assert main(["train", "--resume", "--steps", "4", "--precision", "fp32", "--accumulate", "1", "--out", str(run),
-                 "--no-progress", "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                "--steps",
+                "4",
+                "--precision",
+                "fp32",
+                "--accumulate",
+                "1",
+                "--out",
+                str(run),
+                "--no-progress",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["step"] == 4
     assert json.loads((run / "config.json").read_text())["train"]["precision"] == "fp32"
     assert [int(r["step"]) for r in csv_rows(run)] == [1, 2, 3, 4]

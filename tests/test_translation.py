@@ -28,8 +28,13 @@ def seq2seq(decoder, seed=0, **changes):
 def random_pairs(seed, count, vocab=40):
     """Token ids avoiding the specials 0..2, of varied lengths."""
     rng = random.Random(seed)
-    return [([rng.randrange(3, vocab) for _ in range(rng.randint(1, 7))],
-             [rng.randrange(3, vocab) for _ in range(rng.randint(1, 7))]) for _ in range(count)]  # fmt: skip
+    return [
+        (
+            [rng.randrange(3, vocab) for _ in range(rng.randint(1, 7))],
+            [rng.randrange(3, vocab) for _ in range(rng.randint(1, 7))],
+        )
+        for _ in range(count)
+    ]
 
 
 def naive_feedback_logits(model, source, target):
@@ -218,11 +223,48 @@ def test_bad_corpora_are_clear_errors(tmp_path):
         read_corpus(str(tmp_path / "a.txt"), target_data=str(tmp_path / "b.txt"))
 
 
-TRANSLATION_RUN = ["--task", "translation", "--source-column", "spanish", "--target-column", "english",
-                   "--group-column", "book", "--model", "seq2seq", "--encoder-layers", "1", "--layers", "1",
-                   "--dim", "16", "--heads", "2", "--ff", "32", "--span", "16", "--context", "40",
-                   "--max-length", "30", "--batch-tokens", "256", "--vocab-size", "300", "--lr", "3e-3",
-                   "--warmup", "2", "--eval-every", "0", "--log-every", "1", "--save-every", "2"]  # fmt: skip
+TRANSLATION_RUN = [
+    "--task",
+    "translation",
+    "--source-column",
+    "spanish",
+    "--target-column",
+    "english",
+    "--group-column",
+    "book",
+    "--model",
+    "seq2seq",
+    "--encoder-layers",
+    "1",
+    "--layers",
+    "1",
+    "--dim",
+    "16",
+    "--heads",
+    "2",
+    "--ff",
+    "32",
+    "--span",
+    "16",
+    "--context",
+    "40",
+    "--max-length",
+    "30",
+    "--batch-tokens",
+    "256",
+    "--vocab-size",
+    "300",
+    "--lr",
+    "3e-3",
+    "--warmup",
+    "2",
+    "--eval-every",
+    "0",
+    "--log-every",
+    "1",
+    "--save-every",
+    "2",
+]
 
 
 @pytest.mark.parametrize("decoder", ["feedback", "transformer"])
@@ -271,8 +313,20 @@ def test_resumed_translation_run_continues_the_loss_curve(tmp_path):
 def test_bad_translation_settings_are_one_line_errors(tmp_path, capsys, args, message):
     data = write_tsv(tmp_path / "c.tsv.gz")
     with pytest.raises(SystemExit) if "invalid" in message else nullcontext():
-        code = main(["train", *TRANSLATION_RUN, "--data", str(data), "--steps", "3", *args,
-                     "--out", str(tmp_path / "r"), "--no-progress"])  # fmt: skip
+        code = main(
+            [
+                "train",
+                *TRANSLATION_RUN,
+                "--data",
+                str(data),
+                "--steps",
+                "3",
+                *args,
+                "--out",
+                str(tmp_path / "r"),
+                "--no-progress",
+            ]
+        )
         assert code == 1
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err

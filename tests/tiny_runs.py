@@ -21,9 +21,19 @@ def write_corpus(path):
 def tiny_configs(text_file, model="feedback", steps=6, **train):
     model_config = ModelConfig(model=model, **TINY_MODEL)
     settings = dict(
-        task="text", data=str(text_file), batch=4, segment=8, steps=steps, lr=3e-3, warmup=2,
-        eval_every=0, eval_tokens=256, save_every=100, log_every=1, seed=7,
-    )  # fmt: skip
+        task="text",
+        data=str(text_file),
+        batch=4,
+        segment=8,
+        steps=steps,
+        lr=3e-3,
+        warmup=2,
+        eval_every=0,
+        eval_tokens=256,
+        save_every=100,
+        log_every=1,
+        seed=7,
+    )
     train_config = TrainConfig(**{**settings, **train})
     return model_config, train_config
 

@@ -108,8 +108,10 @@ def make_trainer(
     if has_checkpoint(out):
         raise FbtError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if train_config.warmup >= train_config.steps:
-        warn(f"warm-up ({train_config.warmup} steps) is not shorter than the run ({train_config.steps} steps): "
-             "the learning rate never reaches its peak")  # fmt: skip
+        warn(
+            f"warm-up ({train_config.warmup} steps) is not shorter than the run ({train_config.steps} steps): "
+            "the learning rate never reaches its peak"
+        )
     ranks = Ranks.current()
     if ranks.main:  # a start that stopped before its first checkpoint leaves files behind: begin them anew
         (out / TOKENIZER_FILE).unlink(missing_ok=True)
@@ -149,18 +151,22 @@ def resume_trainer(out: str | Path, device: torch.device, changes: dict | None =
     if not (out / CONFIG).is_file():
         raise FbtError(f"no run to resume in {out}: expected {CONFIG} written by `fbt train`")
     if not has_checkpoint(out):
-        raise FbtError(f"{out} holds no checkpoint to resume (it stopped before its first save); start it again "
-                       "without --resume")  # fmt: skip
+        raise FbtError(
+            f"{out} holds no checkpoint to resume (it stopped before its first save); start it again without --resume"
+        )
     model_config, saved = read_run_config(out)
     conflicts = conflicting_settings(changes, {**model_config.to_dict(), **saved.to_dict()})
     if conflicts:
-        raise FbtError(f"a resumed run keeps its settings, but these differ: {'; '.join(conflicts)}. Start a new "
-                       "run (another --out) to change them")  # fmt: skip
+        raise FbtError(
+            f"a resumed run keeps its settings, but these differ: {'; '.join(conflicts)}. Start a new "
+            "run (another --out) to change them"
+        )
     done = int(read_json(find_checkpoint(out) / RESUME_INFO).get("step", 0))
     steps = changes.get("steps") or saved.steps
     if steps < done:
-        raise FbtError(f"{out} is already at step {done}; --steps {steps} would not train (pass --steps > {done} "
-                       "to extend it)")  # fmt: skip
+        raise FbtError(
+            f"{out} is already at step {done}; --steps {steps} would not train (pass --steps > {done} to extend it)"
+        )
     if steps == done:
         raise NothingToDo(f"{out} is complete at step {done}; pass --steps N > {done} to train it further")
     plan = dataclasses.replace(
@@ -264,8 +270,15 @@ def generate_from_run(
     return task.generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed)
 
 
-def translate_run(path: str, texts: list[str], beam: int = 1, length_penalty: float = 1.0, batch_size: int = 64,
-                  device: str = "auto", progress: bool = False) -> list[str]:  # fmt: skip
+def translate_run(
+    path: str,
+    texts: list[str],
+    beam: int = 1,
+    length_penalty: float = 1.0,
+    batch_size: int = 64,
+    device: str = "auto",
+    progress: bool = False,
+) -> list[str]:
     """Translations of `texts` by the latest checkpoint of a translation run (or a checkpoint directory)."""
     model, task, _, _ = load_run(path, device)
     if not isinstance(task, TranslationTask):

@@ -107,8 +107,15 @@ def measure_matmul_peak(device: torch.device, seconds: float = 1.0) -> float:
 class TrainProbe:
     """Random-token training segments with the state carried, as `fbt train` runs them."""
 
-    def __init__(self, config: ModelConfig, batch: int, segment: int, seed: int = 0, device: str = "cpu",
-                 options: StepOptions = StepOptions()):  # fmt: skip
+    def __init__(
+        self,
+        config: ModelConfig,
+        batch: int,
+        segment: int,
+        seed: int = 0,
+        device: str = "cpu",
+        options: StepOptions = StepOptions(),
+    ):
         torch.manual_seed(seed)
         self.device = torch.device(device)
         self.model = build_model(config).to(self.device).train()
@@ -160,8 +167,14 @@ def resident_mb() -> tuple[float, float]:
         return peak, peak
 
 
-def peak_memory_mb(config: ModelConfig, batch: int, segment: int, threads: int, device: torch.device,
-                   options: StepOptions = StepOptions()) -> float:  # fmt: skip
+def peak_memory_mb(
+    config: ModelConfig,
+    batch: int,
+    segment: int,
+    threads: int,
+    device: torch.device,
+    options: StepOptions = StepOptions(),
+) -> float:
     """Peak memory of training once the carried state is full (weights included): resident memory of a fresh
     process on CPU, allocated GPU memory on CUDA."""
     if device.type == "cuda":

@@ -105,8 +105,9 @@ def beam_search(
     return [strip([t for t in rows[i] if t != PAD_ID]) for i in best]
 
 
-def search(model: nn.Module, source: torch.Tensor, max_new_tokens: int, beam: int = 1,
-           length_penalty: float = 1.0) -> list[list[int]]:  # fmt: skip
+def search(
+    model: nn.Module, source: torch.Tensor, max_new_tokens: int, beam: int = 1, length_penalty: float = 1.0
+) -> list[list[int]]:
     """Greedy search for beam 1, beam search otherwise."""
     check_search(beam, length_penalty)
     if beam == 1:

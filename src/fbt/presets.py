@@ -105,8 +105,16 @@ _SMALL_SHAKESPEARE = {
 # models begin to read the source within the 30 minutes that d256 spent learning English alone
 # (docs/RESULTS.md, "What we tried").
 _BIBLE_TRANSLATION = {
-    "model": {"model": "seq2seq", "encoder_layers": 2, "dim": 128, "ff": 512, "heads": 4, "span": 128,
-              "context": 160, "dropout": 0.0},
+    "model": {
+        "model": "seq2seq",
+        "encoder_layers": 2,
+        "dim": 128,
+        "ff": 512,
+        "heads": 4,
+        "span": 128,
+        "context": 160,
+        "dropout": 0.0,
+    },
     "train": {
         "task": "translation",
         "data": BIBLE,
@@ -124,16 +132,23 @@ _BIBLE_TRANSLATION = {
         "eval_tokens": 0,
         "save_every": 800,
     },
-}  # fmt: skip
+}
 
 # The Transformer-base sizes used for WMT14 En-De (6-layer encoder, d512, 8 heads, FF2048, dropout 0.1), on
 # the Bible pairs with bigger batches and 20k updates: a GPU job.
 _BIBLE_TRANSLATION_BASE = {
-    "model": {**_BIBLE_TRANSLATION["model"], "encoder_layers": 6, "dim": 512, "ff": 2048, "heads": 8,
-              "dropout": 0.1},
-    "train": {**_BIBLE_TRANSLATION["train"], "batch_tokens": 16384, "steps": 20000, "lr": 7e-4, "warmup": 4000,
-              "eval_every": 1000, "save_every": 1000, "tokenizer_vocab": 8000},
-}  # fmt: skip
+    "model": {**_BIBLE_TRANSLATION["model"], "encoder_layers": 6, "dim": 512, "ff": 2048, "heads": 8, "dropout": 0.1},
+    "train": {
+        **_BIBLE_TRANSLATION["train"],
+        "batch_tokens": 16384,
+        "steps": 20000,
+        "lr": 7e-4,
+        "warmup": 4000,
+        "eval_every": 1000,
+        "save_every": 1000,
+        "tokenizer_vocab": 8000,
+    },
+}
 
 # Subword language modelling: BPE tokens of tiny Shakespeare or of the King James Version (the English side of
 # the Bible corpus, one verse per line), a 4-layer Feedback Transformer. Reported per token and per byte.
@@ -242,7 +257,7 @@ PRESETS: dict[str, dict] = {
         "16 hours",
         model="transformer-xl",
         layers=8,
-    ),  # fmt: skip
+    ),
     "code-exec-feedback": _preset(
         _PAPER_CODE_EXEC, "paper code-exec: Feedback, 4 layers (a GPU job)", "15 hours", model="feedback", layers=4
     ),

@@ -51,8 +51,9 @@ def acquire(path: Path):
         handle.seek(0)
         owner = handle.read().strip() or "unknown"
         handle.close()
-        raise FbtError(f"{path.parent} is in use by another fbt train (pid {owner}); wait for it to end or "
-                       "choose another --out") from None  # fmt: skip
+        raise FbtError(
+            f"{path.parent} is in use by another fbt train (pid {owner}); wait for it to end or choose another --out"
+        ) from None
     handle.truncate(0)
     handle.write(f"{os.getpid()}\n")
     handle.flush()

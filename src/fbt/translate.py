@@ -41,8 +41,15 @@ def translate_texts(
     return results
 
 
-def score_translations(model: nn.Module, tokenizer: BpeTokenizer, corpus: ParallelCorpus, split: str, beam: int = 1,
-                       length_penalty: float = 1.0, progress: bool = False) -> dict:  # fmt: skip
+def score_translations(
+    model: nn.Module,
+    tokenizer: BpeTokenizer,
+    corpus: ParallelCorpus,
+    split: str,
+    beam: int = 1,
+    length_penalty: float = 1.0,
+    progress: bool = False,
+) -> dict:
     """BLEU/chrF of translating every pair of `split`, with the same scores of copying the source (the floor any
     translation must clear); `groups` names the held-out groups of a corpus split by groups."""
     sources, references = load_split_pairs(corpus, split)

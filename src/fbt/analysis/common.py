@@ -29,8 +29,14 @@ class Subject:
     label: str  # the run directory, or the model's name
 
 
-def load_subject(run: str | None, config: ModelConfig | None, batch: int, segment: int, seed: int = 0,
-                 dtype: torch.dtype = torch.float32) -> Subject:  # fmt: skip
+def load_subject(
+    run: str | None,
+    config: ModelConfig | None,
+    batch: int,
+    segment: int,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> Subject:
     """A run's latest checkpoint (or a checkpoint directory) on `batch` x `segment` tokens of its valid split, or a
     freshly initialised `config` on random tokens. Translation models are not analysed (no token streams)."""
     if batch < 1 or segment < 1:
@@ -62,8 +68,10 @@ def run_subject(directory: Path, batch: int, segment: int, dtype: torch.dtype, l
 def require_scored(subject: Subject) -> None:
     """A loss needs scored positions (code-exec scores only the answers of prints)."""
     if not (subject.targets != IGNORE_INDEX).any():
-        raise FbtError(f"the data of {subject.label} scores no position in its first {subject.inputs.shape[1]} tokens; "
-                       "try a longer --segment")  # fmt: skip
+        raise FbtError(
+            f"the data of {subject.label} scores no position in its first {subject.inputs.shape[1]} tokens; "
+            "try a longer --segment"
+        )
 
 
 def check_family(name: str) -> None:

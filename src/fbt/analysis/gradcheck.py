@@ -30,8 +30,9 @@ def autograd_gradients(model: nn.Module, subject: Subject) -> dict[str, torch.Te
     model.zero_grad(set_to_none=True)
     logits, _ = model(subject.inputs)
     mean_loss(logits, subject.targets).backward()
-    return {name: (p.grad if p.grad is not None else torch.zeros_like(p)).clone()
-            for name, p in model.named_parameters()}  # fmt: skip
+    return {
+        name: (p.grad if p.grad is not None else torch.zeros_like(p)).clone() for name, p in model.named_parameters()
+    }
 
 
 def directions(gradients: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
@@ -73,8 +74,15 @@ def check_path(model: nn.Module, subject: Subject, h: float, seed: int) -> tuple
     for name, v in directions(gradients, seed).items():
         analytic = float((gradients[name] * v).sum())
         numeric = central_difference(model, subject, {name: v}, h)
-        rows.append({"parameter": name, "numel": v.numel(), "analytic": analytic, "finite_difference": numeric,
-                     "relative_error": relative_error(numeric, analytic, loss, h, eps)})  # fmt: skip
+        rows.append(
+            {
+                "parameter": name,
+                "numel": v.numel(),
+                "analytic": analytic,
+                "finite_difference": numeric,
+                "relative_error": relative_error(numeric, analytic, loss, h, eps),
+            }
+        )
     return rows, gradients
 
 
@@ -137,16 +145,21 @@ def format_report(report: dict) -> str:
         f"{'path':10} {'parameter':40} {'numel':>8} {'autograd':>13} {'finite diff':>13} {'rel. error':>10}",
     ]
     for row in report["rows"]:
-        lines.append(f"{row['path']:10} {row['parameter'][:40]:40} {row['numel']:8,} {row['analytic']:13.6e} "
-                     f"{row['finite_difference']:13.6e} {row['relative_error']:10.2e}")  # fmt: skip
+        lines.append(
+            f"{row['path']:10} {row['parameter'][:40]:40} {row['numel']:8,} {row['analytic']:13.6e} "
+            f"{row['finite_difference']:13.6e} {row['relative_error']:10.2e}"
+        )
     lines.append(f"max relative error: {report['max_relative_error']:.2e}")
     if "fast_vs_reference" in report:
-        lines.append(f"fused segment vs reference loop, largest relative gradient difference: "
-                     f"{report['fast_vs_reference']:.2e}")  # fmt: skip
+        lines.append(
+            f"fused segment vs reference loop, largest relative gradient difference: {report['fast_vs_reference']:.2e}"
+        )
     if "step_sweep" in report:
         best = {key: min(report["step_sweep"], key=lambda row: row[key]) for key in ("float64", "float32")}
-        lines.append("finite-difference error against h: best " + ", ".join(
-            f"{key} {row[key]:.1e} at h = {row['h']:g}" for key, row in best.items()))  # fmt: skip
+        lines.append(
+            "finite-difference error against h: best "
+            + ", ".join(f"{key} {row[key]:.1e} at h = {row['h']:g}" for key, row in best.items())
+        )
     return "\n".join(lines)
 
 
@@ -161,8 +174,15 @@ def plot_step_sweep(report: dict, out) -> None:
     eps = {key: torch.finfo(getattr(torch, key)).eps for key in ("float64", "float32")}
     for key, value in eps.items():
         axis.axvline(value ** (1 / 3), linestyle=":", color="grey")
-        axis.text(value ** (1 / 3), 0.02, f" ε^(1/3) {key}", rotation=90, fontsize=7, color="grey",
-                  transform=axis.get_xaxis_transform())  # fmt: skip
+        axis.text(
+            value ** (1 / 3),
+            0.02,
+            f" ε^(1/3) {key}",
+            rotation=90,
+            fontsize=7,
+            color="grey",
+            transform=axis.get_xaxis_transform(),
+        )
     axis.set_xlabel("finite-difference step h")
     axis.set_ylabel("relative error of the central difference")
     axis.set_title(f"{report['model']}: truncation (∝h²) vs rounding (∝ε/h)", fontsize=9)

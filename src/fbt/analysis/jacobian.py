@@ -66,11 +66,17 @@ def jacobian_report(subject: Subject, shapes: tuple[str, ...] = SHAPES, repeats:
             forward_s, forward = timed(lambda f=function, x=x: jacfwd(f)(x), repeats)
             reverse_s, reverse = timed(lambda f=function, x=x: jacrev(f)(x), repeats)
             scale = float(reverse.abs().max()) or 1.0
-            rows.append({
-                "shape": shape, "n_in": x.numel(), "n_out": n_out, "forward_s": forward_s, "reverse_s": reverse_s,
-                "faster": "forward" if forward_s < reverse_s else "reverse",
-                "max_difference": float((forward - reverse).abs().max()) / scale,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "shape": shape,
+                    "n_in": x.numel(),
+                    "n_out": n_out,
+                    "forward_s": forward_s,
+                    "reverse_s": reverse_s,
+                    "faster": "forward" if forward_s < reverse_s else "reverse",
+                    "max_difference": float((forward - reverse).abs().max()) / scale,
+                }
+            )
     return {"model": subject.label, "tokens": subject.inputs.shape[1], "shapes": rows}
 
 
@@ -80,8 +86,10 @@ def format_report(report: dict) -> str:
         f"{'function':10} {'n_in':>7} {'n_out':>7} {'jacfwd s':>9} {'jacrev s':>9}  faster   agree to",
     ]
     for row in report["shapes"]:
-        lines.append(f"{row['shape']:10} {row['n_in']:7,} {row['n_out']:7,} {row['forward_s']:9.4f} "
-                     f"{row['reverse_s']:9.4f}  {row['faster']:7}  {row['max_difference']:.1e}")  # fmt: skip
+        lines.append(
+            f"{row['shape']:10} {row['n_in']:7,} {row['n_out']:7,} {row['forward_s']:9.4f} "
+            f"{row['reverse_s']:9.4f}  {row['faster']:7}  {row['max_difference']:.1e}"
+        )
     return "\n".join(lines)
 
 

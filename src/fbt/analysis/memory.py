@@ -60,8 +60,13 @@ def dependence(subject: Subject, seed: int = 0) -> dict:
     embedded = model.embed(subject.inputs).detach().requires_grad_()
     handle = model.embed.register_forward_hook(lambda module, inputs, output: embedded)
     try:
-        result = {"model": subject.label, "family": config.model, "layers": config.layers, "span": config.span,
-                  "reach": model_class(config.model).reach(config)}  # fmt: skip
+        result = {
+            "model": subject.label,
+            "family": config.model,
+            "layers": config.layers,
+            "span": config.span,
+            "reach": model_class(config.model).reach(config),
+        }
         B, T, D = embedded.shape
         if hasattr(model, "memory_probe"):  # a model whose step makes a memory (models/feedback_step.py)
             delta = torch.zeros(B, T, D, dtype=embedded.dtype, requires_grad=True)
@@ -113,23 +118,31 @@ def plot_dependence(reports: list[dict], out) -> None:
         label = f"{report['model']} ({report['family']}, {report['layers']} layers, span {report['span']})"
         axis.plot(lags, [max(v, 1e-12) for v in report["input"]], color=color, label=f"{label}: ∂L_t/∂x_(t-k)")
         if "memory" in report:
-            axis.plot(lags, [max(v, 1e-12) for v in report["memory"]], color=color, linestyle="--",
-                      label=f"{label}: ∂L_t/∂m_(t-k)")  # fmt: skip
+            axis.plot(
+                lags,
+                [max(v, 1e-12) for v in report["memory"]],
+                color=color,
+                linestyle="--",
+                label=f"{label}: ∂L_t/∂m_(t-k)",
+            )
         if report["reach"] is not None:
             axis.axvline(report["reach"], color=color, linestyle=":", linewidth=1)
     axis.set_yscale("log")
     axis.set_xlabel("distance k (steps back)")
     axis.set_ylabel("mean gradient norm (zero drawn at 1e-12)")
-    axis.set_title("how far back the loss depends on the past (dotted: the furthest input a step attends to)",
-                   fontsize=9)  # fmt: skip
+    axis.set_title(
+        "how far back the loss depends on the past (dotted: the furthest input a step attends to)", fontsize=9
+    )
     axis.legend(fontsize=7)
     save_figure(plt, figure, out)
 
 
 def format_report(report: dict) -> str:
     marks = [k for k in (0, 1, 2, 4, 8, 16, 32, 64, 128) if k < len(report["input"])]
-    lines = [f"{report['model']} ({report['family']}, {report['layers']} layers, span {report['span']}); k = "
-             + " ".join(f"{k:>8}" for k in marks)]  # fmt: skip
+    lines = [
+        f"{report['model']} ({report['family']}, {report['layers']} layers, span {report['span']}); k = "
+        + " ".join(f"{k:>8}" for k in marks)
+    ]
     names = {"input": "‖∂L_t/∂x_(t-k)‖", "memory": "‖∂L_t/∂m_(t-k)‖", "memory_jvp": "‖∂m_t/∂m_(t-k) u‖"}
     for key, name in names.items():
         if key in report:

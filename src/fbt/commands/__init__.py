@@ -36,8 +36,22 @@ from fbt.commands import (
 from fbt.commands.common import OneLineParser
 from fbt.errors import FbtError
 
-COMMANDS = [data, train, eval, translate, tokenizer, generate, presets, runs, show, plot, experiment, bench, rl,
-            analyze]  # fmt: skip
+COMMANDS = [
+    data,
+    train,
+    eval,
+    translate,
+    tokenizer,
+    generate,
+    presets,
+    runs,
+    show,
+    plot,
+    experiment,
+    bench,
+    rl,
+    analyze,
+]
 
 
 def register_command(command) -> None:

@@ -36,8 +36,12 @@ def add_parser(subparsers) -> None:
     for name, text in helps.items():
         sub = kinds.add_parser(name, help=text, description=text, formatter_class=DefaultsShown)
         batch, segment = DATA_DEFAULTS[name]
-        sub.add_argument("runs", nargs="*" if name == "memory" else "?", metavar="RUN_DIR",
-                         help="run or checkpoint directory (or --model)")  # fmt: skip
+        sub.add_argument(
+            "runs",
+            nargs="*" if name == "memory" else "?",
+            metavar="RUN_DIR",
+            help="run or checkpoint directory (or --model)",
+        )
         default = f" (default without a run: {ModelConfig.model})" if name == "jacobian" else ""
         sub.add_argument(
             "--model",
@@ -45,8 +49,15 @@ def add_parser(subparsers) -> None:
             help=f"a freshly initialised language model of the size flags instead of a run{default}",
         )
         sizes = sub.add_argument_group("sizes with --model")
-        for flag, default in (("dim", 32), ("layers", 2), ("heads", 2), ("ff", 64), ("span", 8), ("context", 32),
-                              ("vocab-size", 64)):  # fmt: skip
+        for flag, default in (
+            ("dim", 32),
+            ("layers", 2),
+            ("heads", 2),
+            ("ff", 64),
+            ("span", 8),
+            ("context", 32),
+            ("vocab-size", 64),
+        ):
             sizes.add_argument(f"--{flag}", type=int, default=default, help=flag.replace("-", " "))
         sub.add_argument("--batch", type=int, default=batch, help="streams of data")
         sub.add_argument("--segment", type=int, default=segment, help="tokens per stream")
@@ -62,16 +73,28 @@ def add_parser(subparsers) -> None:
             sub.add_argument("--samples", type=int, default=32, help="Hutchinson samples")
             sub.add_argument("--lanczos-steps", type=int, default=30, help="Lanczos iterations")
             sub.add_argument("--top", type=int, default=3, help="eigenvalues reported")
-            sub.add_argument("--over-checkpoints", nargs="*", metavar="RUN_DIR",
-                             help="also the top eigenvalue at every saved checkpoint of these runs (train them "
-                             "with --keep-checkpoints N), drawn by --plot")  # fmt: skip
+            sub.add_argument(
+                "--over-checkpoints",
+                nargs="*",
+                metavar="RUN_DIR",
+                help="also the top eigenvalue at every saved checkpoint of these runs (train them "
+                "with --keep-checkpoints N), drawn by --plot",
+            )
 
 
 def model_config(args: argparse.Namespace) -> ModelConfig | None:
     if args.model is None:
         return None
-    return ModelConfig(model=args.model, dim=args.dim, layers=args.layers, heads=args.heads, ff=args.ff,
-                       span=args.span, context=args.context, vocab_size=args.vocab_size)  # fmt: skip
+    return ModelConfig(
+        model=args.model,
+        dim=args.dim,
+        layers=args.layers,
+        heads=args.heads,
+        ff=args.ff,
+        span=args.span,
+        context=args.context,
+        vocab_size=args.vocab_size,
+    )
 
 
 def subjects(args: argparse.Namespace, dtype: torch.dtype = torch.float32) -> list:

@@ -19,10 +19,12 @@ def add_parser(subparsers) -> None:
         formatter_class=DefaultsShown,
     )
     bench.add_argument(
-        "--models", nargs="+", default=["feedback", "transformer-xl:layers=8"],
+        "--models",
+        nargs="+",
+        default=["feedback", "transformer-xl:layers=8"],
         help="NAME[:key=value,...] per model, e.g. feedback transformer-xl:layers=8 feedback:kv=per-layer; "
         "checkpoint=1, precision=bf16 and compile=1 run its steps as the fbt train flags do",
-    )  # fmt: skip
+    )
     bench.add_argument("--dim", type=int, default=256, help="residual width")
     bench.add_argument("--layers", type=int, default=4, help="blocks")
     bench.add_argument("--heads", type=int, default=4, help="attention heads")
@@ -53,7 +55,17 @@ def run(args: argparse.Namespace) -> None:
     log = (lambda message: print(message, file=sys.stderr)) if args.json else print
     device = str(resolve_device(args.device))
     report = run_bench(
-        args.models, base, args.batch, args.segment, args.threads, args.repeats, args.steps,
-        tuple(args.decode_batches), args.decode_tokens, not args.no_memory, log, device,
-    )  # fmt: skip
+        args.models,
+        base,
+        args.batch,
+        args.segment,
+        args.threads,
+        args.repeats,
+        args.steps,
+        tuple(args.decode_batches),
+        args.decode_tokens,
+        not args.no_memory,
+        log,
+        device,
+    )
     print(json.dumps(report) if args.json else format_table(report))

@@ -24,6 +24,15 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> None:
     from fbt import api
 
-    result = api.evaluate_run(args.run, args.split, args.data, args.batch, args.segment, args.device, not args.json,
-                              args.beam, args.length_penalty)  # fmt: skip
+    result = api.evaluate_run(
+        args.run,
+        args.split,
+        args.data,
+        args.batch,
+        args.segment,
+        args.device,
+        not args.json,
+        args.beam,
+        args.length_penalty,
+    )
     print_result({"split": args.split, **result}, args.json)

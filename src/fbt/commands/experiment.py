@@ -42,14 +42,17 @@ def run(args: argparse.Namespace) -> None:
     if args.grid == "list":
         for name in grid_names():
             grid = load_grid(name, Path("runs") / "experiments" / name)
-            print(f"{name} ({len(grid.cells)} cells{', one fbt bench' if grid.command == 'bench' else ''}): "
-                  f"{grid.description}")  # fmt: skip
+            print(
+                f"{name} ({len(grid.cells)} cells{', one fbt bench' if grid.command == 'bench' else ''}): "
+                f"{grid.description}"
+            )
         return
     out = Path(args.out or Path("runs") / "experiments" / Path(args.grid).stem)
     grid = load_grid(args.grid, out, args.seeds, args.budget)
     print(f"{len(grid.cells)} cells of {grid.path.name} in {out}: {grid.description}", file=sys.stderr)
     if grid.command == "bench" and args.jobs > 1:
-        print("a bench grid measures its cells in one process, one after another (--jobs does not apply)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "a bench grid measures its cells in one process, one after another (--jobs does not apply)", file=sys.stderr
+        )
     results = run_grid(grid, out, args.jobs, args.threads, not args.no_progress)
     print(f"wrote {out / 'results.csv'} ({len(results)} cells); report it with: fbt experiment report {out}")

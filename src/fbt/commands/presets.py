@@ -22,6 +22,8 @@ def run(args: argparse.Namespace) -> None:
         return
     for name, entry in listing.items():
         print(f"{name}: {entry['description']}")
-        print(f"    {entry['steps']:,} steps of {entry['tokens_per_step']:,} tokens, data {entry['data']}, "
-              f"about {entry['expected_time']} on 2 CPU cores")  # fmt: skip
+        print(
+            f"    {entry['steps']:,} steps of {entry['tokens_per_step']:,} tokens, data {entry['data']}, "
+            f"about {entry['expected_time']} on 2 CPU cores"
+        )
         print(f"    {entry['command']}")

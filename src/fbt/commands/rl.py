@@ -71,12 +71,17 @@ def add_parser(subparsers) -> None:
     render.add_argument("--fps", type=int, default=4, help="frames per second of the animation")
     render.add_argument("--json", action="store_true", help="print one JSON object")
 
-    plot = kinds.add_parser("plot", help="learning curves of runs (mean and spread over seeds) as a PNG",
-                            formatter_class=DefaultsShown)  # fmt: skip
+    plot = kinds.add_parser(
+        "plot", help="learning curves of runs (mean and spread over seeds) as a PNG", formatter_class=DefaultsShown
+    )
     plot.add_argument("runs", nargs="+", help="RL run directories; runs of one env and policy are seeds")
     plot.add_argument("--out", required=True, help="PNG file to write")
-    plot.add_argument("--metric", default="success_rate", choices=("success_rate", "mean_return", "mean_length"),
-                      help="the curve to draw")  # fmt: skip
+    plot.add_argument(
+        "--metric",
+        default="success_rate",
+        choices=("success_rate", "mean_return", "mean_length"),
+        help="the curve to draw",
+    )
     plot.add_argument("--window", type=int, default=10, help="updates averaged per point")
 
 
@@ -102,31 +107,46 @@ def train(args: argparse.Namespace) -> None:
         if args.resume:
             changed = sorted(set(settings) - {"frames"})
             if changed:
-                raise FbtError(f"--resume continues the run with its own settings; only --frames may change, "
-                               f"not {', '.join('--' + n.replace('_', '-') for n in changed)}")  # fmt: skip
+                raise FbtError(
+                    f"--resume continues the run with its own settings; only --frames may change, "
+                    f"not {', '.join('--' + n.replace('_', '-') for n in changed)}"
+                )
             trainer = RLTrainer.resume(args.out, device, settings.get("frames"))
         else:
             trainer = RLTrainer.start(RLConfig(**settings), args.out, device)
         if progress:
             cfg = trainer.config
-            print(f"fbt rl: {cfg.policy} policy ({sum(p.numel() for p in trainer.policy.parameters()):,} "
-                  f"parameters) on {cfg.env}, {cfg.envs} environments, {cfg.frames:,} frames, PPO updates of "
-                  f"{cfg.frames_per_update:,} frames -> {args.out}", file=sys.stderr)  # fmt: skip
+            print(
+                f"fbt rl: {cfg.policy} policy ({sum(p.numel() for p in trainer.policy.parameters()):,} "
+                f"parameters) on {cfg.env}, {cfg.envs} environments, {cfg.frames:,} frames, PPO updates of "
+                f"{cfg.frames_per_update:,} frames -> {args.out}",
+                file=sys.stderr,
+            )
         result = trainer.fit(progress=progress)
     if not main_rank:
         return
     print_result({"run": args.out, **result}, args.json)
     if progress:
-        print(f"next:\n  fbt rl eval {args.out} --episodes 200\n  fbt rl render {args.out} --out "
-              f"{args.out}/episode.gif", file=sys.stderr)  # fmt: skip
+        print(
+            f"next:\n  fbt rl eval {args.out} --episodes 200\n  fbt rl render {args.out} --out {args.out}/episode.gif",
+            file=sys.stderr,
+        )
 
 
 def evaluate(args: argparse.Namespace) -> None:
     from fbt.device import resolve_device
     from fbt.rl.evaluate import evaluate_policy
 
-    result = evaluate_policy(args.run, args.episodes, args.env, args.envs, args.seed, args.greedy,
-                             resolve_device(args.device), progress=not (args.no_progress or args.json))  # fmt: skip
+    result = evaluate_policy(
+        args.run,
+        args.episodes,
+        args.env,
+        args.envs,
+        args.seed,
+        args.greedy,
+        resolve_device(args.device),
+        progress=not (args.no_progress or args.json),
+    )
     print_result(result, args.json)
 
 

@@ -43,9 +43,10 @@ def add_parser(subparsers) -> None:
     )
     run.add_argument(
         "--data",
-        help=config_help("a text file (text, lm), a dataset directory (code-exec), a TSV[.gz] or source file "
-                         "(translation)", "data"),
-    )  # fmt: skip
+        help=config_help(
+            "a text file (text, lm), a dataset directory (code-exec), a TSV[.gz] or source file (translation)", "data"
+        ),
+    )
     add_subword_flags(run)
     add_optimisation_flags(run)
     add_step_flags(p.add_argument_group("how steps run (a resumed run may change these)"))
@@ -90,9 +91,11 @@ def add_subword_flags(run: argparse._ArgumentGroup) -> None:
         "--tokenizer", help="lm, translation: a tokenizer directory (default: train one on the train split)"
     )
     run.add_argument(
-        "--vocab-size", dest="tokenizer_vocab", type=int,
+        "--vocab-size",
+        dest="tokenizer_vocab",
+        type=int,
         help=config_help("lm, translation: ids of the tokenizer trained for the run", "tokenizer_vocab"),
-    )  # fmt: skip
+    )
     run.add_argument("--source-column", help="translation: the TSV column to translate from")
     run.add_argument("--target-column", help="translation: the TSV column to translate into; lm: the column to model")
     run.add_argument("--target-data", help="translation: a target file aligned line by line with --data")
@@ -146,18 +149,21 @@ def add_optimisation_flags(run: argparse._ArgumentGroup) -> None:
 
 def add_step_flags(compute: argparse._ArgumentGroup) -> None:
     compute.add_argument(
-        "--accumulate", type=int, metavar="K",
-        help="split each rank's streams into K micro-batches, one backward each (same update, less memory; "
-        "default: 1)",
-    )  # fmt: skip
+        "--accumulate",
+        type=int,
+        metavar="K",
+        help="split each rank's streams into K micro-batches, one backward each (same update, less memory; default: 1)",
+    )
     compute.add_argument(
         "--precision", choices=PRECISIONS, help="bf16: bfloat16 autocast, fp32 weights (default: fp32)"
     )
     compute.add_argument("--compile", action="store_true", default=None, help="model.compile() (torch.compile)")
     compute.add_argument(
-        "--checkpoint-activations", action="store_true", default=None,
+        "--checkpoint-activations",
+        action="store_true",
+        default=None,
         help="recompute activations in backward instead of storing them (less memory, more compute)",
-    )  # fmt: skip
+    )
     compute.add_argument(
         "--tensorboard", action="store_true", default=None, help="also log to TensorBoard event files in --out"
     )

@@ -12,15 +12,58 @@ from fbt.tasks import task_of_data
 from fbt.training.config import TrainConfig
 
 # Flags that map onto ModelConfig / TrainConfig fields (flag name with dashes -> field name).
-MODEL_FLAGS = ("model", "dim", "layers", "heads", "ff", "span", "context", "dropout", "memory", "memory_layer", "init",
-               "attend_self", "decoder", "encoder_layers")  # fmt: skip
+MODEL_FLAGS = (
+    "model",
+    "dim",
+    "layers",
+    "heads",
+    "ff",
+    "span",
+    "context",
+    "dropout",
+    "memory",
+    "memory_layer",
+    "init",
+    "attend_self",
+    "decoder",
+    "encoder_layers",
+)
 TRAIN_FLAGS = (
-    "task", "data", "batch", "segment", "steps", "time_budget", "optimizer", "lr", "weight_decay", "warmup",
-    "schedule", "clip", "seed", "log_every", "eval_every", "eval_tokens", "save_every", "keep_checkpoints",
-    "curriculum", "curriculum_steps", "curriculum_accuracy", "tokenizer", "tokenizer_vocab", "source_column",
-    "target_column", "target_data", "group_column", "max_length", "batch_tokens", "accumulate", "precision",
-    "compile", "checkpoint_activations", "tensorboard",
-)  # fmt: skip
+    "task",
+    "data",
+    "batch",
+    "segment",
+    "steps",
+    "time_budget",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "warmup",
+    "schedule",
+    "clip",
+    "seed",
+    "log_every",
+    "eval_every",
+    "eval_tokens",
+    "save_every",
+    "keep_checkpoints",
+    "curriculum",
+    "curriculum_steps",
+    "curriculum_accuracy",
+    "tokenizer",
+    "tokenizer_vocab",
+    "source_column",
+    "target_column",
+    "target_data",
+    "group_column",
+    "max_length",
+    "batch_tokens",
+    "accumulate",
+    "precision",
+    "compile",
+    "checkpoint_activations",
+    "tensorboard",
+)
 DEFAULTS = {f.name: f.default for config in (ModelConfig, TrainConfig) for f in dataclasses.fields(config)}
 DEFAULTS["vocab_size"] = ModelConfig.vocab_size  # the model's; the tokenizer's is tokenizer_vocab
 
@@ -57,8 +100,10 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
     warmup = values.get("warmup", DEFAULTS["warmup"])
     if warmup >= steps and "warmup" not in explicit:
         scaled = steps // 10
-        notes.append(f"warm-up of {warmup} steps is not shorter than --steps {steps}: using {scaled} (10%); pass "
-                     "--warmup to choose")  # fmt: skip
+        notes.append(
+            f"warm-up of {warmup} steps is not shorter than --steps {steps}: using {scaled} (10%); pass "
+            "--warmup to choose"
+        )
         values["warmup"] = scaled
     model_values = {k: v for k, v in values.items() if k in model_fields}
     train_values = {k: v for k, v in values.items() if k not in model_fields}

@@ -35,8 +35,9 @@ def run(args: argparse.Namespace) -> None:
             texts = Path(args.input).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as error:
             raise FbtError(f"cannot read {args.input}: {error}") from None
-    translations = api.translate_run(args.run, texts, args.beam, args.length_penalty, args.batch, args.device,
-                                     progress=not args.json)  # fmt: skip
+    translations = api.translate_run(
+        args.run, texts, args.beam, args.length_penalty, args.batch, args.device, progress=not args.json
+    )
     if args.json:
         text = json.dumps([{"source": s, "translation": t} for s, t in zip(texts, translations, strict=True)])
     else:

@@ -258,8 +258,10 @@ class TranslationStream:
         except (KeyError, TypeError, ValueError) as error:
             raise FbtError(f"invalid data position {state!r}: {error}") from None
         if batches != len(self.batches):
-            raise FbtError(f"the saved data position is for {batches} batches per pass, the data now gives "
-                           f"{len(self.batches)}: the corpus or the batching changed")  # fmt: skip
+            raise FbtError(
+                f"the saved data position is for {batches} batches per pass, the data now gives "
+                f"{len(self.batches)}: the corpus or the batching changed"
+            )
         if not 0 <= position < batches or epoch < 0:
             raise FbtError(f"invalid data position {state!r}")
         self.position, self.epoch = position, epoch

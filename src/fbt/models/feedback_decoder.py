@@ -43,8 +43,12 @@ class FeedbackDecoder(FeedbackStack):
         """The state before the first target token: no memory yet, the encoder output's keys/values."""
         memory = encoded.new_zeros(encoded.shape[0], 0, self.config.dim)
         keys, values = self.project_memory(memory)
-        return {"memory": memory, "keys": self.batch_first(keys), "values": self.batch_first(values),
-                **source_state(self.layers, encoded, source_visible)}  # fmt: skip
+        return {
+            "memory": memory,
+            "keys": self.batch_first(keys),
+            "values": self.batch_first(values),
+            **source_state(self.layers, encoded, source_visible),
+        }
 
     def batch_first(self, kv: torch.Tensor) -> torch.Tensor:
         """Per-layer keys or values (L, B, n, D) as (B, L, n, D); shared ones (B, n, D) as they are."""

@@ -733,9 +733,14 @@ def fast_forward(model, tokens: torch.Tensor, state: dict | None = None):
     dtype = model.pos_keys.dtype  # the weights' (fp32 under autocast; float64 for gradient checks)
     with torch.autocast(embedded.device.type, enabled=False):
         top, memories, keys, values = run(
-            spec, embedded.to(dtype), start["keys"].to(dtype), start["values"].to(dtype), model.pos_keys,
-            mix_logits, segment_weights(model),
-        )  # fmt: skip
+            spec,
+            embedded.to(dtype),
+            start["keys"].to(dtype),
+            start["values"].to(dtype),
+            model.pos_keys,
+            mix_logits,
+            segment_weights(model),
+        )
     logits = model.head(model.norm_out(top))  # (B, T, V), in parallel over time
     with torch.no_grad():  # the carried state is detached
         S = cfg.span

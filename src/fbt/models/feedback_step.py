@@ -48,15 +48,27 @@ class FeedbackLayer(nn.Module):
             self.key = nn.Linear(D, D, bias=False)
             self.value = nn.Linear(D, D, bias=False)
 
-    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos_keys: torch.Tensor,
-                visible: torch.Tensor | None = None):  # fmt: skip
+    def forward(
+        self,
+        x: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        pos_keys: torch.Tensor,
+        visible: torch.Tensor | None = None,
+    ):
         """One step: x (B, D); keys, values (B, H, n, E) of the memories; pos_keys (E, n); visible (B, n)
         marks the memories each row may read (None: all), e.g. not those of an earlier RL episode."""
         x = self.attend(x, keys, values, pos_keys, visible)
         return x + self.ff(self.norm_ff(x))
 
-    def attend(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos_keys: torch.Tensor,
-               visible: torch.Tensor | None = None):  # fmt: skip
+    def attend(
+        self,
+        x: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        pos_keys: torch.Tensor,
+        visible: torch.Tensor | None = None,
+    ):
         """The attention half of `forward`: x (B, D) plus its read of the memory."""
         B, D = x.shape
         if keys.shape[2] > 0:  # with no memory yet the attention output is zero
@@ -92,8 +104,12 @@ class FeedbackStack(nn.Module):
     module itself. The host initialises the weights.
     """
 
-    def __init__(self, config: ModelConfig, layer: type[FeedbackLayer] = FeedbackLayer,
-                 inputs: dict[str, nn.Module] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        config: ModelConfig,
+        layer: type[FeedbackLayer] = FeedbackLayer,
+        inputs: dict[str, nn.Module] | None = None,
+    ):
         super().__init__()
         self.config = config
         D, E, S = config.dim, config.head_dim, config.span
@@ -142,8 +158,13 @@ class FeedbackStack(nn.Module):
         """(..., B, H, n, E) -> (..., B, n, D)."""
         return kv.transpose(-2, -3).flatten(-2)
 
-    def open_window(self, memory: torch.Tensor, keys: torch.Tensor | None = None, values: torch.Tensor | None = None,
-                    visible: torch.Tensor | None = None) -> MemoryWindow:  # fmt: skip
+    def open_window(
+        self,
+        memory: torch.Tensor,
+        keys: torch.Tensor | None = None,
+        values: torch.Tensor | None = None,
+        visible: torch.Tensor | None = None,
+    ) -> MemoryWindow:
         """The window of memories (B, n, D) with their keys/values (..., B, n, D), projected here if not given."""
         if keys is None:
             keys, values = self.project_memory(memory)
@@ -173,8 +194,9 @@ class FeedbackStack(nn.Module):
             visible,
         )
 
-    def step(self, x: torch.Tensor, window: MemoryWindow, t: int,
-             layer_inputs: Callable[[int], tuple] | None = None) -> tuple[torch.Tensor, MemoryWindow]:  # fmt: skip
+    def step(
+        self, x: torch.Tensor, window: MemoryWindow, t: int, layer_inputs: Callable[[int], tuple] | None = None
+    ) -> tuple[torch.Tensor, MemoryWindow]:
         """Step t: x^0 (B, D) through every layer, each reading the window, then m_t pushed into it. Returns
         x^L (B, D) and the window after m_t. `layer_inputs(l)` gives layer l's further inputs (the decoder's
         read of the source)."""

@@ -80,8 +80,10 @@ class PretrainedModel:
         config = read_model_config(directory / CONFIG)
         family = model_class(config.model)
         if not issubclass(family, cls):
-            raise FbtError(f"{path} holds a {config.model} model ({family.__name__}), not a {cls.__name__}; "
-                           "fbt.models.from_pretrained loads any family")  # fmt: skip
+            raise FbtError(
+                f"{path} holds a {config.model} model ({family.__name__}), not a {cls.__name__}; "
+                "fbt.models.from_pretrained loads any family"
+            )
         model = build_model(config)
         load_weights(model, directory)
         if (directory / GENERATION_CONFIG).is_file():
@@ -113,8 +115,9 @@ class PretrainedLM(PretrainedModel):
         for name in ("max_new_tokens", "top_k"):
             if not isinstance(settings[name], int):
                 raise FbtError(f"{name} must be an integer, got {settings[name]!r}")
-        sampling.check_sampling(settings["max_new_tokens"], settings["temperature"], settings["top_k"],
-                                settings["top_p"])  # fmt: skip
+        sampling.check_sampling(
+            settings["max_new_tokens"], settings["temperature"], settings["top_k"], settings["top_p"]
+        )
 
     def generate(
         self,
@@ -127,8 +130,9 @@ class PretrainedLM(PretrainedModel):
     ) -> torch.Tensor:
         """The prompts (B, P), or one prompt as a list of ints, followed by their sampled continuations: (B, P + N).
         None takes the generation config's value; `seed` seeds a generator on the model's device."""
-        settings = self.generation_settings(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                                            top_p=top_p)  # fmt: skip
+        settings = self.generation_settings(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p
+        )
         prompt = self.as_batch(input_ids)
         generator = None if seed is None else torch.Generator(prompt.device).manual_seed(seed)
         return torch.cat([prompt, sampling.generate(self, prompt, generator=generator, **settings)], dim=1)

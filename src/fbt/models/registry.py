@@ -61,5 +61,7 @@ def check_declarations(name: str, cls: type) -> None:
     options = cls.options
     fields = ModelConfig.__dataclass_fields__
     if not isinstance(options, tuple) or any(o not in fields or o in COMMON_OPTIONS for o in options):
-        raise FbtError(f"model family {name!r}: options must be a tuple of ModelConfig fields besides "
-                       f"{', '.join(COMMON_OPTIONS)}, got {options!r}")  # fmt: skip
+        raise FbtError(
+            f"model family {name!r}: options must be a tuple of ModelConfig fields besides "
+            f"{', '.join(COMMON_OPTIONS)}, got {options!r}"
+        )

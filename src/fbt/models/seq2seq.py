@@ -34,8 +34,10 @@ class Seq2Seq(ModelFamily, PretrainedSeq2Seq, nn.Module):
     @classmethod
     def describe(cls, config: ModelConfig) -> str:
         plural = "s" if config.layers > 1 else ""
-        shape = (f"{config.model}, {config.encoder_layers}-layer encoder, {config.decoder} decoder of "
-                 f"{config.layers} layer{plural}, d{config.dim}{attention_line(config)}")  # fmt: skip
+        shape = (
+            f"{config.model}, {config.encoder_layers}-layer encoder, {config.decoder} decoder of "
+            f"{config.layers} layer{plural}, d{config.dim}{attention_line(config)}"
+        )
         return shape + (kv_line(config) if config.decoder == "feedback" else "")
 
     @classmethod

@@ -59,9 +59,16 @@ class TransformerDecoder(nn.Module):
         keys, values = [], []
         for index, layer in enumerate(self.layers):
             x, layer_k, layer_v = run_layer(
-                layer, self.checkpoint_activations, x, state["keys"][:, index], state["values"][:, index], visible,
-                state["cross_keys"][:, index], state["cross_values"][:, index], state["source_visible"],
-            )  # fmt: skip
+                layer,
+                self.checkpoint_activations,
+                x,
+                state["keys"][:, index],
+                state["values"][:, index],
+                visible,
+                state["cross_keys"][:, index],
+                state["cross_values"][:, index],
+                state["source_visible"],
+            )
             keys.append(layer_k)
             values.append(layer_v)
         new_state = {**state, "keys": torch.stack(keys, dim=1), "values": torch.stack(values, dim=1)}

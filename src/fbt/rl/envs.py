@@ -12,8 +12,14 @@ import torch
 
 from fbt.errors import FbtError
 
-MEMORY_ENVS = ("MiniGrid-MemoryS7-v0", "MiniGrid-MemoryS9-v0", "MiniGrid-MemoryS11-v0", "MiniGrid-MemoryS13-v0",
-               "MiniGrid-MemoryS13Random-v0", "MiniGrid-MemoryS17Random-v0")  # fmt: skip
+MEMORY_ENVS = (
+    "MiniGrid-MemoryS7-v0",
+    "MiniGrid-MemoryS9-v0",
+    "MiniGrid-MemoryS11-v0",
+    "MiniGrid-MemoryS13-v0",
+    "MiniGrid-MemoryS13Random-v0",
+    "MiniGrid-MemoryS17Random-v0",
+)
 MAZE_ENVS = {"fbt/GoalMaze-S9-v0": 9, "fbt/GoalMaze-S11-v0": 11}
 
 
@@ -33,8 +39,10 @@ def gym():
 def check_env_id(env_id: str) -> None:
     gymnasium = gym()
     if env_id not in gymnasium.registry:
-        raise FbtError(f"unknown environment {env_id!r}; memory tasks: {', '.join(MEMORY_ENVS)}; "
-                       f"mazes: {', '.join(MAZE_ENVS)} (or any registered MiniGrid id)")  # fmt: skip
+        raise FbtError(
+            f"unknown environment {env_id!r}; memory tasks: {', '.join(MEMORY_ENVS)}; "
+            f"mazes: {', '.join(MAZE_ENVS)} (or any registered MiniGrid id)"
+        )
 
 
 def make_env(env_id: str, render: bool = False):

@@ -24,9 +24,15 @@ def act(policy, image, direction, state, start, greedy: bool) -> tuple[torch.Ten
 
 @torch.no_grad()
 def evaluate_policy(
-    run: str | Path, episodes: int, env_id: str | None = None, envs: int = 16, seed: int = EVAL_SEED,
-    greedy: bool = False, device: torch.device | str = "cpu", progress: bool = True,
-) -> dict:  # fmt: skip
+    run: str | Path,
+    episodes: int,
+    env_id: str | None = None,
+    envs: int = 16,
+    seed: int = EVAL_SEED,
+    greedy: bool = False,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> dict:
     """Success rate, mean return and mean length over exactly `episodes` episodes. Each environment plays a
     fixed share of them, so short episodes are not over-counted."""
     if episodes < 1:
@@ -85,9 +91,14 @@ def _check_compatible(policy, vector, env_id: str) -> None:
 
 @torch.no_grad()
 def render_episode(
-    run: str | Path, out: str | Path, env_id: str | None = None, seed: int = EVAL_SEED, greedy: bool = False,
-    fps: int = 4, max_frames: int = 1000,
-) -> dict:  # fmt: skip
+    run: str | Path,
+    out: str | Path,
+    env_id: str | None = None,
+    seed: int = EVAL_SEED,
+    greedy: bool = False,
+    fps: int = 4,
+    max_frames: int = 1000,
+) -> dict:
     """Play one episode and write it as an animated GIF (the full map, the agent's view highlighted)."""
     from PIL import Image
 
@@ -118,5 +129,10 @@ def render_episode(
     # Hold the last frame for a second so the outcome can be seen before the loop restarts.
     durations = [1000 // fps] * (len(images) - 1) + [1000]
     images[0].save(out, save_all=True, append_images=images[1:], duration=durations, loop=0)
-    return {"out": str(out), "env": env_id, "steps": steps, "return": round(total, 4),
-            "success": total >= success_return(env)}  # fmt: skip
+    return {
+        "out": str(out),
+        "env": env_id,
+        "steps": steps,
+        "return": round(total, 4),
+        "success": total >= success_return(env),
+    }

@@ -137,8 +137,9 @@ class MLPCore(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.blocks = nn.Sequential(*(nn.Sequential(nn.Linear(config.dim, config.dim), nn.ReLU())
-                                      for _ in range(config.layers)))  # fmt: skip
+        self.blocks = nn.Sequential(
+            *(nn.Sequential(nn.Linear(config.dim, config.dim), nn.ReLU()) for _ in range(config.layers))
+        )
 
     def initial_state(self, batch: int, device: torch.device) -> dict:
         return {}

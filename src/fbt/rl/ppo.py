@@ -104,23 +104,31 @@ class Actor:
     @torch.no_grad()
     def collect(self, settings: PPOSettings) -> Rollout:
         T, N = settings.steps, self.envs.num_envs
-        columns: dict[str, list] = {name: [] for name in ("images", "directions", "starts", "actions", "logprobs",
-                                                          "values", "rewards")}  # fmt: skip
+        columns: dict[str, list] = {
+            name: [] for name in ("images", "directions", "starts", "actions", "logprobs", "values", "rewards")
+        }
         states = []
         for t in range(T):
             if t % settings.bptt == 0:
                 states.append({name: value.clone() for name, value in self.state.items()})
-            logits, value, self.state = self.policy(self.image[None], self.direction[None], self.state,
-                                                    self.start[None])  # fmt: skip
+            logits, value, self.state = self.policy(
+                self.image[None], self.direction[None], self.state, self.start[None]
+            )
             dist = torch.distributions.Categorical(logits=logits[0])
             action = dist.sample()
             obs, reward, terminated, truncated, _ = self.envs.step(action.cpu().numpy())
             done = np.logical_or(terminated, truncated)
             self.tracker.step(reward, done)
             rewards = torch.as_tensor(reward, dtype=torch.float32, device=self.device)
-            for name, item in (("images", self.image), ("directions", self.direction), ("starts", self.start),
-                               ("actions", action), ("logprobs", dist.log_prob(action)), ("values", value[0]),
-                               ("rewards", rewards)):  # fmt: skip
+            for name, item in (
+                ("images", self.image),
+                ("directions", self.direction),
+                ("starts", self.start),
+                ("actions", action),
+                ("logprobs", dist.log_prob(action)),
+                ("values", value[0]),
+                ("rewards", rewards),
+            ):
                 columns[name].append(item)
             self.image, self.direction = observation_tensors(obs, self.device)
             self.start = torch.as_tensor(done, device=self.device)
@@ -132,9 +140,14 @@ class Actor:
 
 
 def compute_advantages(
-    rewards: torch.Tensor, values: torch.Tensor, starts: torch.Tensor, next_value: torch.Tensor,
-    next_start: torch.Tensor, gamma: float, gae_lambda: float,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    starts: torch.Tensor,
+    next_value: torch.Tensor,
+    next_start: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """GAE advantages and value targets (T, N). starts[t] marks observation t as an episode's first, so the
     step from t to t + 1 continues an episode only if starts[t + 1] is false."""
     T = rewards.shape[0]
@@ -159,8 +172,15 @@ def sequences(tensor: torch.Tensor, bptt: int) -> torch.Tensor:
 def rollout_sequences(rollout: Rollout, bptt: int, **extra: torch.Tensor) -> tuple[dict, dict]:
     """The rollout's columns (and `extra` (T, N) ones) as (bptt, C * N, ...) sequences, and the policy states
     stored at their starts, (C * N, ...) in the same order."""
-    columns = {"images": rollout.images, "directions": rollout.directions, "starts": rollout.starts,
-               "actions": rollout.actions, "logprobs": rollout.logprobs, "values": rollout.values, **extra}  # fmt: skip
+    columns = {
+        "images": rollout.images,
+        "directions": rollout.directions,
+        "starts": rollout.starts,
+        "actions": rollout.actions,
+        "logprobs": rollout.logprobs,
+        "values": rollout.values,
+        **extra,
+    }
     data = {name: sequences(tensor, bptt) for name, tensor in columns.items()}
     states = {name: torch.cat([s[name] for s in rollout.states]) for name in rollout.states[0]}
     return data, states
@@ -177,8 +197,15 @@ def replay(policy, data: dict, states: dict, chosen: torch.Tensor) -> tuple[dict
 
 def update(policy, optimizer, rollout: Rollout, settings: PPOSettings, generator: torch.Generator) -> dict:
     """PPO's epochs of minibatch steps on one rollout; returns the means of the losses and diagnostics."""
-    advantages, returns = compute_advantages(rollout.rewards, rollout.values, rollout.starts, rollout.next_value,
-                                             rollout.next_start, settings.gamma, settings.gae_lambda)  # fmt: skip
+    advantages, returns = compute_advantages(
+        rollout.rewards,
+        rollout.values,
+        rollout.starts,
+        rollout.next_value,
+        rollout.next_start,
+        settings.gamma,
+        settings.gae_lambda,
+    )
     data, states = rollout_sequences(rollout, settings.bptt, advantages=advantages, returns=returns)
     count = data["starts"].shape[1]
     sums: dict[str, float] = {}

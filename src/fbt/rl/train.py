@@ -41,8 +41,22 @@ from fbt.training.interrupt import stop_on_signals
 from fbt.training.metrics_log import CsvLog
 from fbt.training.state_io import RNG, optimizer_from_flat, optimizer_to_flat
 
-COLUMNS = ("update", "frames", "elapsed_s", "frames_per_s", "episodes", "success_rate", "mean_return", "mean_length",
-           "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")  # fmt: skip
+COLUMNS = (
+    "update",
+    "frames",
+    "elapsed_s",
+    "frames_per_s",
+    "episodes",
+    "success_rate",
+    "mean_return",
+    "mean_length",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "approx_kl",
+    "clip_fraction",
+    "grad_norm",
+)
 
 
 @dataclass
@@ -78,8 +92,20 @@ class RLConfig:
             raise FbtError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICY_NAMES)}")
         if not isinstance(self.actions, int) or self.actions < 0:
             raise FbtError(f"actions must be 0 (all) or a positive integer, got {self.actions!r}")
-        for name in ("frames", "envs", "dim", "layers", "heads", "ff", "span", "steps", "bptt", "epochs",
-                     "minibatches", "save_every"):  # fmt: skip
+        for name in (
+            "frames",
+            "envs",
+            "dim",
+            "layers",
+            "heads",
+            "ff",
+            "span",
+            "steps",
+            "bptt",
+            "epochs",
+            "minibatches",
+            "save_every",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise FbtError(f"{name} must be a positive integer, got {value!r}")
@@ -114,8 +140,12 @@ def build_policy(config: RLConfig) -> Policy:
     if config.actions > actions:
         raise FbtError(f"{config.env} has {actions} actions, fewer than --actions {config.actions} (0 uses all)")
     actions = config.actions or actions
-    return Policy(config.policy, view, actions, core_config(config.policy, config.dim, config.layers, config.heads,
-                                                             config.ff, config.span))  # fmt: skip
+    return Policy(
+        config.policy,
+        view,
+        actions,
+        core_config(config.policy, config.dim, config.layers, config.heads, config.ff, config.span),
+    )
 
 
 def read_rl_config(path: Path) -> RLConfig:
@@ -143,12 +173,17 @@ class RLTrainer:
         mine = self.ranks.rows(config.envs)  # this rank's environments, numbered as in the global run
         local_envs = mine.stop - mine.start
         if config.minibatches > local_envs * (config.steps // config.bptt):
-            raise FbtError(f"each of {self.ranks.world} ranks holds {local_envs * (config.steps // config.bptt)} "
-                           f"sequences per update, too few for {config.minibatches} minibatches")  # fmt: skip
+            raise FbtError(
+                f"each of {self.ranks.world} ranks holds {local_envs * (config.steps // config.bptt)} "
+                f"sequences per update, too few for {config.minibatches} minibatches"
+            )
         torch.manual_seed(config.seed)
         self.policy = build_policy(config).to(device)
-        self.learner = self.policy if self.ranks.world == 1 else DistributedDataParallel(
-            self.policy, device_ids=[device] if device.type == "cuda" else None)  # fmt: skip
+        self.learner = (
+            self.policy
+            if self.ranks.world == 1
+            else DistributedDataParallel(self.policy, device_ids=[device] if device.type == "cuda" else None)
+        )
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
         self.generator = torch.Generator().manual_seed(config.seed)  # minibatch order
         self.update_index, self.elapsed = 0, 0.0
@@ -198,10 +233,13 @@ class RLTrainer:
         weights = finite_weights(self.policy, f"update {self.update_index}")
         tensors, optimizer_info = optimizer_to_flat(self.optimizer)
         tensors = {**tensors, RNG: torch.get_rng_state(), "rng.minibatch": self.generator.get_state()}
-        info = {"update": self.update_index, "frames": self.frames, "elapsed_s": self.elapsed,
-                "optimizer": optimizer_info}  # fmt: skip
-        return save_checkpoint(self.out, self.update_index, {"rl": self.config.to_dict()}, weights,
-                                          tensors, info)  # fmt: skip
+        info = {
+            "update": self.update_index,
+            "frames": self.frames,
+            "elapsed_s": self.elapsed,
+            "optimizer": optimizer_info,
+        }
+        return save_checkpoint(self.out, self.update_index, {"rl": self.config.to_dict()}, weights, tensors, info)
 
     def load(self, directory: Path) -> None:
         load_weights(self.policy, directory)
@@ -220,8 +258,14 @@ class RLTrainer:
         total = math.ceil(cfg.frames / cfg.frames_per_update)
         actor = Actor(self.policy, self.envs, self.device, self.tracker)
         recent: deque = deque(maxlen=200)  # the last episodes, for the progress bar and the result
-        bar = tqdm(total=total * cfg.frames_per_update, initial=self.frames, unit="frame", unit_scale=True,
-                   disable=not (progress and self.ranks.main), dynamic_ncols=True)  # fmt: skip
+        bar = tqdm(
+            total=total * cfg.frames_per_update,
+            initial=self.frames,
+            unit="frame",
+            unit_scale=True,
+            disable=not (progress and self.ranks.main),
+            dynamic_ncols=True,
+        )
         settings = cfg.ppo()
         with stop_on_signals(announce=self.ranks.main) as stop:
             while self.update_index < total and not self.ranks.any(stop.requested):
@@ -230,16 +274,25 @@ class RLTrainer:
                 rollout = actor.collect(settings)
                 self.policy.train()
                 stats = update(self.learner, self.optimizer, rollout, settings, self.generator)
-                stats = dict(zip(stats, (v / self.ranks.world for v in self.ranks.sum(list(stats.values()))),
-                                 strict=True))  # fmt: skip
+                stats = dict(
+                    zip(stats, (v / self.ranks.world for v in self.ranks.sum(list(stats.values()))), strict=True)
+                )
                 seconds = time.perf_counter() - began
                 self.elapsed += seconds
                 self.update_index += 1
                 finished = list(self.tracker.finished)
                 episodes = self.episodes_of_all_ranks(self.tracker.drain())
                 recent.extend(finished)
-                self.log({"update": self.update_index, "frames": self.frames, "elapsed_s": self.elapsed,
-                          "frames_per_s": cfg.frames_per_update / seconds, **episodes, **stats})  # fmt: skip
+                self.log(
+                    {
+                        "update": self.update_index,
+                        "frames": self.frames,
+                        "elapsed_s": self.elapsed,
+                        "frames_per_s": cfg.frames_per_update / seconds,
+                        **episodes,
+                        **stats,
+                    }
+                )
                 bar.update(cfg.frames_per_update)
                 bar.set_postfix_str(self.summary(recent), refresh=False)
                 if self.update_index % cfg.save_every == 0:

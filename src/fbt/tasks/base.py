@@ -58,8 +58,10 @@ def translates(model: str) -> bool:
 def model_mismatch(task: str, model: str) -> str:
     """The one-line error of a task given a model that cannot train it."""
     names = " or ".join(name for name in family_names() if translates(name))
-    return (f"translation trains the {names} model (--model {names}), and {names} only translates: got --task "
-            f"{task} with --model {model}")  # fmt: skip
+    return (
+        f"translation trains the {names} model (--model {names}), and {names} only translates: got --task "
+        f"{task} with --model {model}"
+    )
 
 
 class Task:
@@ -114,8 +116,14 @@ class Task:
         """Inputs (N,) and targets (N,) of one split, both int64; targets IGNORE_INDEX where unscored."""
         raise NotImplementedError
 
-    def streams(self, config: TrainConfig, data: str, splits: tuple[str, ...], batch: int | None = None,
-                segment: int | None = None) -> list:  # fmt: skip
+    def streams(
+        self,
+        config: TrainConfig,
+        data: str,
+        splits: tuple[str, ...],
+        batch: int | None = None,
+        segment: int | None = None,
+    ) -> list:
         """A stream per split of `data`: segments (B, T) of `batch` parallel streams (default: the run's)."""
         if not data:
             raise FbtError(f"no data given for task {self.name}: pass --data")
@@ -125,8 +133,10 @@ class Task:
     def batching(self, config: TrainConfig, train: SegmentStream) -> str:
         """The training header's line of what a step reads, given the train stream."""
         per_step = self.tokens_per_step(config)
-        return (f"{config.batch} streams x {config.segment} = {per_step:,} per step, "
-                f"{format_count(per_step * config.steps)} in all")  # fmt: skip
+        return (
+            f"{config.batch} streams x {config.segment} = {per_step:,} per step, "
+            f"{format_count(per_step * config.steps)} in all"
+        )
 
     def encode(self, prompt: str) -> list[int]:
         return self.tokenizer.encode(prompt)
@@ -155,19 +165,29 @@ class Task:
 
     # ---- a trained model ----
 
-    def evaluate_split(self, model: nn.Module, config: TrainConfig, data: str, split: str,
-                       settings: EvalSettings) -> dict:  # fmt: skip
+    def evaluate_split(
+        self, model: nn.Module, config: TrainConfig, data: str, split: str, settings: EvalSettings
+    ) -> dict:
         """`fbt eval`: a full pass over `split` of `data` with the state carried from segment to segment."""
         (stream,) = self.streams(config, data, (split,), settings.batch, settings.segment)
         return evaluate(model, stream, self, next(model.parameters()).device, progress=settings.progress)
 
-    def generate(self, model: nn.Module, prompt: str, max_new_tokens: int, temperature: float, top_k: int,
-                 top_p: float, seed: int) -> str:  # fmt: skip
+    def generate(
+        self,
+        model: nn.Module,
+        prompt: str,
+        max_new_tokens: int,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        seed: int,
+    ) -> str:
         """`fbt generate`: the prompt followed by its sampled continuation (an empty prompt samples
         unconditionally, starting after a newline)."""
         device = next(model.parameters()).device
         context = self.encode(prompt) or self.encode(UNCONDITIONAL_START)
         generator = torch.Generator(device=device).manual_seed(seed)
-        new = generate(model, torch.tensor([context], device=device), max_new_tokens, temperature, top_k, top_p,
-                       generator)  # fmt: skip
+        new = generate(
+            model, torch.tensor([context], device=device), max_new_tokens, temperature, top_k, top_p, generator
+        )
         return prompt + self.decode(new[0].tolist())

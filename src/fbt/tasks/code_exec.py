@@ -41,8 +41,16 @@ class CodeExecTask(Task):
     def decode(self, ids: list[int]) -> str:
         return " ".join(VOCAB[i] for i in ids)
 
-    def generate(self, model: nn.Module, prompt: str, max_new_tokens: int, temperature: float, top_k: int,
-                 top_p: float, seed: int) -> str:  # fmt: skip
+    def generate(
+        self,
+        model: nn.Module,
+        prompt: str,
+        max_new_tokens: int,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        seed: int,
+    ) -> str:
         """The prompt program with the model's answer at every print (the model labels, it does not continue)."""
         if not prompt.strip():
             raise FbtError("a code-exec run answers a program: pass one as --prompt, e.g. 'x = 3 ; print x ;'")

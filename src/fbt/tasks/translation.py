@@ -38,8 +38,10 @@ class TranslationTask(Task):
         if not translates(model_config.model):
             raise FbtError(model_mismatch(cls.name, model_config.model))
         if model_config.context < train_config.max_length + 1:
-            raise FbtError(f"--context {model_config.context} must exceed --max-length {train_config.max_length}: "
-                           "a sentence and its </s> or <s> must fit the positions")  # fmt: skip
+            raise FbtError(
+                f"--context {model_config.context} must exceed --max-length {train_config.max_length}: "
+                "a sentence and its </s> or <s> must fit the positions"
+            )
 
     @classmethod
     def training_text(cls, config: TrainConfig) -> Iterator[str]:
@@ -55,16 +57,25 @@ class TranslationTask(Task):
     def next_command(cls, run: str) -> str:
         return f"  echo {shlex.quote(EXAMPLE_SOURCE)} | fbt translate {run} --input - --beam 4"
 
-    def streams(self, config: TrainConfig, data: str, splits: tuple[str, ...], batch: int | None = None,
-                segment: int | None = None) -> list:  # fmt: skip
+    def streams(
+        self,
+        config: TrainConfig,
+        data: str,
+        splits: tuple[str, ...],
+        batch: int | None = None,
+        segment: int | None = None,
+    ) -> list:
         """A TranslationStream of batches of at most --batch-tokens padded tokens per split (batch and segment
         do not apply)."""
         corpus = run_corpus(config, data)
         streams = []
         for split in splits:
             sources, targets = encode_pairs(self.tokenizer, *load_split_pairs(corpus, split))
-            streams.append(TranslationStream(sources, targets, config.batch_tokens, config.max_length, config.seed,
-                                             shuffle=split == "train"))  # fmt: skip
+            streams.append(
+                TranslationStream(
+                    sources, targets, config.batch_tokens, config.max_length, config.seed, shuffle=split == "train"
+                )
+            )
         return streams
 
     def batching(self, config: TrainConfig, train: TranslationStream) -> str:
@@ -73,14 +84,30 @@ class TranslationTask(Task):
             f"{train.pairs:,} pairs ({train.dropped:,} with a side over {config.max_length} tokens left out)"
         )
 
-    def evaluate_split(self, model: nn.Module, config: TrainConfig, data: str, split: str,
-                       settings: EvalSettings) -> dict:  # fmt: skip
+    def evaluate_split(
+        self, model: nn.Module, config: TrainConfig, data: str, split: str, settings: EvalSettings
+    ) -> dict:
         """Teacher-forced loss, accuracy and perplexity on `split`, then BLEU/chrF of translating every pair."""
         metrics = super().evaluate_split(model, config, data, split, settings)
-        scores = score_translations(model, self.tokenizer, run_corpus(config, data), split, settings.beam,
-                                    settings.length_penalty, settings.progress)  # fmt: skip
+        scores = score_translations(
+            model,
+            self.tokenizer,
+            run_corpus(config, data),
+            split,
+            settings.beam,
+            settings.length_penalty,
+            settings.progress,
+        )
         return {**metrics, **scores}
 
-    def generate(self, model: nn.Module, prompt: str, max_new_tokens: int, temperature: float, top_k: int,
-                 top_p: float, seed: int) -> str:  # fmt: skip
+    def generate(
+        self,
+        model: nn.Module,
+        prompt: str,
+        max_new_tokens: int,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        seed: int,
+    ) -> str:
         raise FbtError("a translation run translates: use `fbt translate RUN --input FILE`")

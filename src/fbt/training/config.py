@@ -64,8 +64,18 @@ class TrainConfig:
 
     def validate(self) -> None:
         task = task_class_or_base(self.task)  # an unknown task is reported where the run's task is built
-        for name in ("batch", "segment", "steps", "log_every", "save_every", "keep_checkpoints", "max_length",
-                     "batch_tokens", "tokenizer_vocab", "accumulate"):  # fmt: skip
+        for name in (
+            "batch",
+            "segment",
+            "steps",
+            "log_every",
+            "save_every",
+            "keep_checkpoints",
+            "max_length",
+            "batch_tokens",
+            "tokenizer_vocab",
+            "accumulate",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise FbtError(f"{name} must be a positive integer, got {value!r}")
@@ -77,8 +87,9 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise FbtError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if task.even_split and self.batch % self.accumulate:
-            raise FbtError(f"--batch {self.batch} streams cannot be split into --accumulate {self.accumulate} "
-                           "equal micro-batches")  # fmt: skip
+            raise FbtError(
+                f"--batch {self.batch} streams cannot be split into --accumulate {self.accumulate} equal micro-batches"
+            )
         if self.schedule not in SCHEDULES:
             raise FbtError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if not self.lr > 0:

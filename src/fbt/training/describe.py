@@ -28,7 +28,7 @@ def describe(trainer: Trainer) -> str:
             "data",
             f"{cfg.data} ({cfg.task}): {format_count(train.tokens)} train tokens, "
             f"{format_count(valid.tokens)} valid tokens",
-        ),  # fmt: skip
+        ),
         ("tokens", trainer.task.batching(cfg, train)),
         ("schedule", schedule),
     ]

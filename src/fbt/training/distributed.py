@@ -110,8 +110,10 @@ def state_rows(dims: dict[str, int], state: dict | None, rows: slice) -> dict | 
     """The rows `rows` of a carried state (None stays None)."""
     if state is None:
         return None
-    return {name: tensor.narrow(dims[name] % tensor.dim(), rows.start, rows.stop - rows.start)
-            for name, tensor in state.items()}  # fmt: skip
+    return {
+        name: tensor.narrow(dims[name] % tensor.dim(), rows.start, rows.stop - rows.start)
+        for name, tensor in state.items()
+    }
 
 
 def cat_states(dims: dict[str, int], states: list[dict | None]) -> dict | None:

@@ -39,8 +39,9 @@ def stop_on_signals(announce: bool = True) -> Iterator[StopRequest]:
         request.signal = signum
         name = signal.Signals(signum).name
         if announce:
-            print(f"\nfbt: {name}: saving a checkpoint after this step (again to abort without saving)",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"\nfbt: {name}: saving a checkpoint after this step (again to abort without saving)", file=sys.stderr
+            )
 
     previous = {number: signal.signal(number, handle) for number in SIGNALS}
     try:

@@ -91,8 +91,10 @@ class Trainer:
             if task.even_split:  # streams must split evenly over ranks, then micro-batches
                 share = self.ranks.rows(config.batch)
                 if (share.stop - share.start) % config.accumulate:
-                    raise FbtError(f"each of {self.ranks.world} ranks holds {share.stop - share.start} streams, "
-                                   f"which --accumulate {config.accumulate} cannot split evenly")  # fmt: skip
+                    raise FbtError(
+                        f"each of {self.ranks.world} ranks holds {share.stop - share.start} streams, "
+                        f"which --accumulate {config.accumulate} cannot split evenly"
+                    )
             self.net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
     @property
@@ -315,15 +317,22 @@ class Trainer:
                 raise TrainingInterrupted(self.run_dir, self.step, stop.signal)
             valid = self.validate(final=True)
             if valid:
-                self.log.write("valid", self.step, self.tokens, self.elapsed, None, stage=self.stage,
-                               **prefixed("valid", valid))  # fmt: skip
+                self.log.write(
+                    "valid", self.step, self.tokens, self.elapsed, None, stage=self.stage, **prefixed("valid", valid)
+                )
             self.save_unless_saved()
             return self.write_summary(status, {**train, **prefixed("valid", valid)})
 
     def progress_bar(self, progress: bool) -> tqdm:
         """The steps of the run, shown by rank 0 when asked and stderr is a terminal."""
-        return tqdm(total=self.config.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                    disable=None if progress and self.ranks.main else True)  # fmt: skip
+        return tqdm(
+            total=self.config.steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=None if progress and self.ranks.main else True,
+        )
 
     def stop_reason(self, signalled: bool, session_start: float) -> str | None:
         """Why every rank stops before the next step: "interrupted" when a signal reached any rank, "stopped"
@@ -336,8 +345,18 @@ class Trainer:
     def log_train(self, window: LogWindow, bar: tqdm) -> None:
         """A metrics row of the steps since the last one (their mean loss, speed and largest gradient norm)."""
         mean, speed, grad_norm = window.flush()
-        self.log.write("train", self.step, self.tokens, self.elapsed, self.lr(self.step - 1), stage=self.stage,
-                       train_loss=mean, tokens_per_s=speed, grad_norm=grad_norm, **self.diagnostics())  # fmt: skip
+        self.log.write(
+            "train",
+            self.step,
+            self.tokens,
+            self.elapsed,
+            self.lr(self.step - 1),
+            stage=self.stage,
+            train_loss=mean,
+            tokens_per_s=speed,
+            grad_norm=grad_norm,
+            **self.diagnostics(),
+        )
         bar.set_postfix(loss=f"{mean:.4f}", tok_s=f"{speed:,.0f}")
 
     def periodic_validation(self) -> dict:
@@ -346,8 +365,9 @@ class Trainer:
         if not cfg.eval_every or self.step % cfg.eval_every or self.step >= cfg.steps:
             return {}
         valid = self.validate()
-        self.log.write("valid", self.step, self.tokens, self.elapsed, None, stage=self.stage,
-                       **prefixed("valid", valid))  # fmt: skip
+        self.log.write(
+            "valid", self.step, self.tokens, self.elapsed, None, stage=self.stage, **prefixed("valid", valid)
+        )
         partial = f" (first {cfg.eval_tokens} tokens)" if cfg.eval_tokens else ""
         shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if k != "scored_tokens")
         self.say(f"step {self.step}: valid{partial} {shown}")
@@ -399,8 +419,11 @@ class LogWindow:
     def flush(self) -> tuple[float, float, float]:
         """(mean loss, tokens/s, largest gradient norm) of the window, which then starts again."""
         now = time.perf_counter()
-        result = (self.loss / self.scored if self.scored else float("nan"),
-                  self.tokens / max(now - self.start, 1e-9), self.grad_norm)  # fmt: skip
+        result = (
+            self.loss / self.scored if self.scored else float("nan"),
+            self.tokens / max(now - self.start, 1e-9),
+            self.grad_norm,
+        )
         self.reset(now)
         return result
 
