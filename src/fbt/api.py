@@ -19,7 +19,7 @@ from fbt.models import ModelConfig, build_model
 from fbt.models.config import kv_choice
 from fbt.rundir import CONFIG, ORIGINAL_CONFIG, RESUME_INFO, SUMMARY, load_weights, read_json, write_json_atomic
 from fbt.sampling import check_sampling
-from fbt.tasks import EvalSettings, Task, task_class
+from fbt.tasks import EvalSettings, SamplingSettings, Task, task_class
 from fbt.tasks.translation import TranslationTask
 from fbt.training.config import TrainConfig
 from fbt.training.describe import describe
@@ -267,7 +267,7 @@ def generate_from_run(
     model's answer at every print."""
     check_sampling(max_new_tokens, temperature, top_k, top_p)
     model, task, _, _ = load_run(path, device)
-    return task.generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+    return task.generate(model, prompt, SamplingSettings(max_new_tokens, temperature, top_k, top_p, seed))
 
 
 def translate_run(

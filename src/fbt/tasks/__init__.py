@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fbt.errors import FbtError
-from fbt.tasks.base import EvalSettings, Task
+from fbt.tasks.base import EvalSettings, SamplingSettings, Task
 from fbt.tasks.code_exec import CodeExecTask
 from fbt.tasks.lm import SubwordLmTask
 from fbt.tasks.text import TextTask
@@ -53,4 +53,13 @@ register_task("code-exec", CodeExecTask)
 register_task("lm", SubwordLmTask)
 register_task("translation", TranslationTask)
 
-__all__ = ["EvalSettings", "Task", "register_task", "task_class", "task_class_or_base", "task_names", "task_of_data"]
+__all__ = [
+    "EvalSettings",
+    "SamplingSettings",
+    "Task",
+    "register_task",
+    "task_class",
+    "task_class_or_base",
+    "task_names",
+    "task_of_data",
+]

@@ -50,6 +50,17 @@ class EvalSettings:
     progress: bool = False
 
 
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How `fbt generate` samples: the continuation's length, temperature, top-k, top-p and seed."""
+
+    max_new_tokens: int = 200
+    temperature: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
+    top_p: float = 1.0  # 1: no nucleus cut
+    seed: int = 0
+
+
 def translates(model: str) -> bool:
     """Whether model family `model` reads translation batches (sentence pairs) instead of token streams."""
     return model_class(model).translates
@@ -172,22 +183,12 @@ class Task:
         (stream,) = self.streams(config, data, (split,), settings.batch, settings.segment)
         return evaluate(model, stream, self, next(model.parameters()).device, progress=settings.progress)
 
-    def generate(
-        self,
-        model: nn.Module,
-        prompt: str,
-        max_new_tokens: int,
-        temperature: float,
-        top_k: int,
-        top_p: float,
-        seed: int,
-    ) -> str:
+    def generate(self, model: nn.Module, prompt: str, sampling: SamplingSettings) -> str:
         """`fbt generate`: the prompt followed by its sampled continuation (an empty prompt samples
         unconditionally, starting after a newline)."""
         device = next(model.parameters()).device
         context = self.encode(prompt) or self.encode(UNCONDITIONAL_START)
-        generator = torch.Generator(device=device).manual_seed(seed)
-        new = generate(
-            model, torch.tensor([context], device=device), max_new_tokens, temperature, top_k, top_p, generator
-        )
+        generator = torch.Generator(device=device).manual_seed(sampling.seed)
+        settings = (sampling.max_new_tokens, sampling.temperature, sampling.top_k, sampling.top_p)
+        new = generate(model, torch.tensor([context], device=device), *settings, generator)
         return prompt + self.decode(new[0].tolist())

@@ -11,7 +11,7 @@ from torch import nn
 from fbt.data.code_exec import TOKEN_TO_ID, VOCAB, load_code_exec_split
 from fbt.data.splits import is_code_exec_dir
 from fbt.errors import FbtError
-from fbt.tasks.base import Task
+from fbt.tasks.base import SamplingSettings, Task
 
 if TYPE_CHECKING:
     from fbt.training.config import TrainConfig
@@ -41,16 +41,7 @@ class CodeExecTask(Task):
     def decode(self, ids: list[int]) -> str:
         return " ".join(VOCAB[i] for i in ids)
 
-    def generate(
-        self,
-        model: nn.Module,
-        prompt: str,
-        max_new_tokens: int,
-        temperature: float,
-        top_k: int,
-        top_p: float,
-        seed: int,
-    ) -> str:
+    def generate(self, model: nn.Module, prompt: str, sampling: SamplingSettings) -> str:
         """The prompt program with the model's answer at every print (the model labels, it does not continue)."""
         if not prompt.strip():
             raise FbtError("a code-exec run answers a program: pass one as --prompt, e.g. 'x = 3 ; print x ;'")

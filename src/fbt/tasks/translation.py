@@ -11,7 +11,7 @@ from torch import nn
 
 from fbt.data.translation import TranslationStream, encode_pairs, load_split_pairs, read_corpus
 from fbt.errors import FbtError
-from fbt.tasks.base import EvalSettings, Task, model_mismatch, translates
+from fbt.tasks.base import EvalSettings, SamplingSettings, Task, model_mismatch, translates
 from fbt.translate import score_translations
 
 if TYPE_CHECKING:
@@ -100,14 +100,5 @@ class TranslationTask(Task):
         )
         return {**metrics, **scores}
 
-    def generate(
-        self,
-        model: nn.Module,
-        prompt: str,
-        max_new_tokens: int,
-        temperature: float,
-        top_k: int,
-        top_p: float,
-        seed: int,
-    ) -> str:
+    def generate(self, model: nn.Module, prompt: str, sampling: SamplingSettings) -> str:
         raise FbtError("a translation run translates: use `fbt translate RUN --input FILE`")
