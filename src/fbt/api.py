@@ -24,6 +24,7 @@ from fbt.tasks.translation import TranslationTask
 from fbt.training.config import TrainConfig
 from fbt.training.describe import describe
 from fbt.training.distributed import Ranks
+from fbt.training.evaluate import evaluate
 from fbt.training.trainer import Trainer
 from fbt.translate import translate_texts
 
@@ -248,8 +249,11 @@ def evaluate_run(
     model, task, _, train_config = load_run(path, device)
     if not data:
         check_data_exists(train_config)
+    data = data or train_config.data
+    (stream,) = task.streams(train_config, data, (split,), batch, segment)
+    metrics = evaluate(model, stream, task, next(model.parameters()).device, progress=progress)
     settings = EvalSettings(batch, segment, beam, length_penalty, progress)
-    return task.evaluate_split(model, train_config, data or train_config.data, split, settings)
+    return {**metrics, **task.decoded_scores(model, train_config, data, split, settings)}
 
 
 def generate_from_run(

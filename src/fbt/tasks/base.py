@@ -30,7 +30,6 @@ from fbt.errors import FbtError
 from fbt.formatting import format_count
 from fbt.models import family_names, model_class
 from fbt.sampling import generate
-from fbt.training.evaluate import evaluate
 
 if TYPE_CHECKING:
     from fbt.models.config import ModelConfig
@@ -176,12 +175,11 @@ class Task:
 
     # ---- a trained model ----
 
-    def evaluate_split(
+    def decoded_scores(
         self, model: nn.Module, config: TrainConfig, data: str, split: str, settings: EvalSettings
     ) -> dict:
-        """`fbt eval`: a full pass over `split` of `data` with the state carried from segment to segment."""
-        (stream,) = self.streams(config, data, (split,), settings.batch, settings.segment)
-        return evaluate(model, stream, self, next(model.parameters()).device, progress=settings.progress)
+        """What `fbt eval` reports beside the teacher-forced pass, from the model's own outputs (none here)."""
+        return {}
 
     def generate(self, model: nn.Module, prompt: str, sampling: SamplingSettings) -> str:
         """`fbt generate`: the prompt followed by its sampled continuation (an empty prompt samples

@@ -84,12 +84,11 @@ class TranslationTask(Task):
             f"{train.pairs:,} pairs ({train.dropped:,} with a side over {config.max_length} tokens left out)"
         )
 
-    def evaluate_split(
+    def decoded_scores(
         self, model: nn.Module, config: TrainConfig, data: str, split: str, settings: EvalSettings
     ) -> dict:
-        """Teacher-forced loss, accuracy and perplexity on `split`, then BLEU/chrF of translating every pair."""
-        metrics = super().evaluate_split(model, config, data, split, settings)
-        scores = score_translations(
+        """BLEU and chrF of translating every pair of `split`."""
+        return score_translations(
             model,
             self.tokenizer,
             run_corpus(config, data),
@@ -98,7 +97,6 @@ class TranslationTask(Task):
             settings.length_penalty,
             settings.progress,
         )
-        return {**metrics, **scores}
 
     def generate(self, model: nn.Module, prompt: str, sampling: SamplingSettings) -> str:
         raise FbtError("a translation run translates: use `fbt translate RUN --input FILE`")
