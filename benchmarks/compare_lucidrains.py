@@ -1,10 +1,10 @@
 """Training speed and peak memory of our exact Feedback Transformer against the PyPI package
 `feedback-transformer-pytorch` in its exact mode (seq_len=1), measured side by side in one run.
 
-Needs the peer installed beside fbt:  .venv/bin/pip install feedback-transformer-pytorch einops
+Needs the peer installed beside fbt:  .venv/bin/pip install --no-deps feedback-transformer-pytorch einops
 Run:  .venv/bin/python benchmarks/compare_lucidrains.py --threads 1
 
-Config A (DESIGN.md §3): 32 streams x 64 tokens, d256, 4 layers, 4 heads, FF1024, span 100, fwd+bwd+Adam.
+Config A: 32 streams x 64 tokens, d256, 4 layers, 4 heads, FF1024, span 100, fwd+bwd+Adam.
 The peer's feed-forward is a GEGLU (its hidden projection is twice as wide), so per token it does more
 arithmetic than our ReLU FFN of the same width; its speed is reported as measured, not normalised.
 Memory: peak resident memory of two training steps in a fresh process, B=16, T=128, span 512.

@@ -209,3 +209,40 @@ def test_per_layer_kv_has_one_projection_per_layer():
     assert (
         sum(p.numel() for p in separate.parameters()) - sum(p.numel() for p in shared.parameters()) == 2 * D * D - 2 * D
     )
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["optimizer step", "load_state_dict", "load_state_dict assign", "data swap", "dtype"],
+)
+def test_inference_reuses_prepared_weights_only_while_parameters_are_unchanged(change):
+    # Without gradients the fused path keeps its folded weights between calls (one-token decoding); any way of
+    # changing a parameter must make the next call use the new values, exactly as a fresh model would.
+    model, other = make(), make(span=3)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    tokens = torch.randint(0, 11, (2, 5), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        before, _ = model(tokens)
+    if change == "optimizer step":
+        model(tokens)[0].square().sum().backward()
+        torch.optim.SGD(model.parameters(), lr=0.5).step()
+    elif change == "data swap":
+        for parameter, new in zip(model.parameters(), other.parameters()):
+            parameter.data = new.data.clone()
+    elif change == "dtype":
+        model.float()
+    else:
+        model.load_state_dict(other.state_dict(), assign=change.endswith("assign"))
+    fresh = make()
+    fresh.load_state_dict(model.state_dict())
+    fresh.to(next(model.parameters()).dtype)
+    with torch.no_grad():
+        after, _ = model(tokens)
+        expected, _ = fresh(tokens)
+    if change == "dtype":
+        assert after.dtype == torch.float32  # stale float64 weights would have given float64 logits
+    else:
+        assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, expected, rtol=0, atol=0)

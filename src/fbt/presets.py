@@ -33,7 +33,7 @@ DATA_COMMANDS = {
     ),
 }
 
-# The paper's code-exec setting (DESIGN.md §1): 4-layer Feedback vs 8-layer Transformer-XL, d256, FF1024,
+# The paper's code-exec setting: 4-layer Feedback vs 8-layer Transformer-XL, d256, FF1024,
 # 4 heads, span 100, segment 64, Adam lr 1e-4, warm-up 1000, clip 0.1, dropout 0.2. The paper trained
 # 512 streams for 50k updates on GPUs; the presets keep its model and optimiser with 32 streams.
 # The authors' code-exec runs used per-layer K/V and a baseline that does not attend to its own position.

@@ -22,6 +22,11 @@ batched matmul (kv_acc), and within a block the few remaining terms are gathered
 Large buffers come from a pool and go back to it when the segment's graph is freed, so that training does not
 pay for fresh pages every segment.
 
+Precision: the projections' matmuls take their operands in the dtype of the weights passed for them (bf16 under
+`--precision bf16`, see fast_forward); the residual stream, LayerNorm, attention and the gradients carried along
+the recurrence run in the embedding's dtype (fp32 then). With one dtype throughout (fp32, or float64 for the
+gradient checks) the two coincide and nothing is cast.
+
 Shapes: B batch, T time (segment), D width, L layers, H heads, E head width (D / H), F feed-forward width,
 S span, n visible memories at a step (n <= S), n0 carried memories (n0 <= S), N = n0 + T memories of the
 segment, K key/value projections (1 shared, L per layer), BH = B·H, W = S + BLOCK - 1 width of a score row.
@@ -77,7 +82,7 @@ class LayerWeights(NamedTuple):
 
     norm_attn_weight: torch.Tensor
     norm_attn_bias: torch.Tensor
-    query: torch.Tensor  # (D, D)
+    query: torch.Tensor  # (D, D), pre-scaled by 1/sqrt(E): see segment_weights
     attn_out: torch.Tensor  # (D, D)
     norm_ff_weight: torch.Tensor
     norm_ff_bias: torch.Tensor
@@ -108,6 +113,16 @@ def rows(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.reshape(-1, tensor.shape[-1])
 
 
+def into(out: torch.Tensor | None, op, *args) -> torch.Tensor:
+    """op(*args), written into out if given. When out's dtype is not the operands' (in a bf16 recurrence, dense
+    bf16 results entering the fp32 attention and back), op allocates and out takes a cast copy."""
+    if out is None:
+        return op(*args)
+    if out.dtype == args[-1].dtype:
+        return op(*args, out=out)
+    return out.copy_(op(*args))
+
+
 class _BufferPool:
     """Large per-segment buffers, reused from one training segment to the next.
 
@@ -125,14 +140,14 @@ class _BufferPool:
         self.gives = 0
         self.lock = threading.Lock()
 
-    def take(self, shape: tuple, like: torch.Tensor) -> torch.Tensor:
-        key = (shape, like.dtype, like.device)
+    def take(self, shape: tuple, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        key = (shape, dtype, like.device)
         with self.lock:
             self.last_use[key] = self.gives
             stack = self.free.get(key)
             if stack:
                 return stack.pop()
-        return like.new_empty(shape)
+        return like.new_empty(shape, dtype=dtype)
 
     def give(self, tensors: list) -> None:
         with self.lock:
@@ -180,6 +195,9 @@ class _Segment:
 
     def __init__(self, spec, embedded, keys, values, pos_keys, mix_logits, weights, save: bool):
         self.spec, self.save, self.like = spec, save, embedded
+        # Matmul operands in the projections' dtype, the rest in the embedding's (see Precision above).
+        self.dtype, self.matmul_dtype = embedded.dtype, weights[0].dtype
+        self.mixed = self.matmul_dtype != self.dtype
         self.owned = []  # pooled buffers, given back by release()
         B, T, D = embedded.shape
         H, S = spec.heads, spec.span
@@ -198,13 +216,9 @@ class _Segment:
         self.F = self.layers[0].hidden_weight.shape[0]
         self.pos_keys = pos_keys  # (E, S); column S - d is distance d
         self.mix_logits = mix_logits
-        self.scale = 1.0 / math.sqrt(E)
-        # Queries are computed pre-scaled, q~ = (scale Wq) LN(x), so a score is q~ . (k + p) directly.
-        self.query_scaled = [w.query * self.scale for w in self.layers]  # (D, D) each
         self.mix = self._mix_coefficients()
         self.forward_weights = [
-            self._transposed(self.query_scaled[l], w.attn_out, w.hidden_weight, w.ff_out_weight)
-            for l, w in enumerate(self.layers)
+            self._transposed(w.query, w.attn_out, w.hidden_weight, w.ff_out_weight) for w in self.layers
         ]
         (self.kv_stack_t,) = self._transposed(self.kv_stack)
 
@@ -218,7 +232,7 @@ class _Segment:
         self.state_grid = _grid(self.states)
         self.memories = self.buffer(T, B, D) if spec.memory == "all" else None
         # The memories layer-normalised without affine map, LN0(m), their keys/values' input.
-        self.memory_norm = (self.buffer(T, B, D), self.buffer(T, B, 1), self.buffer(T, B, 1))
+        self.memory_norm = (self.buffer(T, B, D, dtype=self.matmul_dtype), self.buffer(T, B, 1), self.buffer(T, B, 1))
         self.memory_norm_grid = list(zip(*(b.unbind(0) for b in self.memory_norm)))
         if save:
             self._allocate_saved()
@@ -232,15 +246,17 @@ class _Segment:
         faster than one on a transposed view, and they are made once per segment)."""
         if not self.save:
             return tuple(w.t() for w in weights)
-        return tuple(self.buffer(*w.shape[::-1]).copy_(w.t()) for w in weights)
+        return tuple(self.buffer(*w.shape[::-1], dtype=w.dtype).copy_(w.t()) for w in weights)
 
-    def buffer(self, *shape, zero=False):
-        """A buffer of the segment: pooled when training, plain otherwise."""
+    def buffer(self, *shape, zero=False, dtype=None):
+        """A buffer of the segment (by default of the residual stream's dtype): pooled when training, plain
+        otherwise."""
+        dtype = dtype or self.dtype
         if self.save:
-            tensor = _POOL.take(shape, self.like)
+            tensor = _POOL.take(shape, self.like, dtype)
             self.owned.append(tensor)
         else:
-            tensor = self.like.new_empty(shape)
+            tensor = self.like.new_empty(shape, dtype=dtype)
         return tensor.zero_() if zero else tensor
 
     def release(self):
@@ -262,14 +278,14 @@ class _Segment:
         T, L, B, D, BH, E, F = self.T, self.L, self.B, self.D, self.BH, self.E, self.F
         # Widest distance the memory-gradient gathers read (see _flush_block).
         self.W = self.S + BLOCK - 1
-        buffer = self.buffer
+        buffer, C = self.buffer, self.matmul_dtype
         self.queries = buffer(T, L, B, D)  # q~ in head layout (B, H, E) = (B, D)
-        self.attended = buffer(L, T, B, D)  # attention output before Wo
+        self.attended = buffer(L, T, B, D, dtype=C)  # attention output before Wo
         self.mids = buffer(L, T, B, D)  # x + attention, the FFN's input
-        self.hidden = buffer(L, T, B, F)  # after ReLU and dropout
+        self.hidden = buffer(L, T, B, F, dtype=C)  # after ReLU and dropout
         # LayerNorm outputs, means and rstds of the attention and FFN sublayers.
-        self.attn_norm = (buffer(L, T, B, D), buffer(L, T, B, 1), buffer(L, T, B, 1))
-        self.ff_norm = (buffer(L, T, B, D), buffer(L, T, B, 1), buffer(L, T, B, 1))
+        self.attn_norm = (buffer(L, T, B, D, dtype=C), buffer(L, T, B, 1), buffer(L, T, B, 1))
+        self.ff_norm = (buffer(L, T, B, D, dtype=C), buffer(L, T, B, 1), buffer(L, T, B, 1))
         # Distance layout: zeros left of the n visible memories.
         self.probs = buffer(T, L, BH, self.W, zero=True)
         if self.p > 0:
@@ -319,10 +335,15 @@ class _Segment:
             self._write_memory(t)
 
     def _layer_norm(self, x, weight, bias, saved):
-        """LayerNorm of x (B, D); when training, output, mean and rstd go into the saved views."""
+        """LayerNorm of x (B, D), a matmul operand; when training, output, mean and rstd go into the saved views.
+
+        In a bf16 recurrence it is computed in fp32 and its output rounded to bf16."""
         if saved is None:
-            return torch.native_layer_norm(x, (self.D,), weight, bias, self.spec.eps)[0]
+            return torch.native_layer_norm(x, (self.D,), weight, bias, self.spec.eps)[0].to(self.matmul_dtype)
         normed, mean, rstd = saved
+        if self.mixed:
+            exact, mean[:], rstd[:] = torch.native_layer_norm(x, (self.D,), weight, bias, self.spec.eps)
+            return normed.copy_(exact)
         return _layer_norm_out(x, [self.D], weight, bias, self.spec.eps, out0=normed, out1=mean, out2=rstd)[0]
 
     def _attention_forward(self, t, l, x, keys, values, pos):
@@ -330,7 +351,7 @@ class _Segment:
         B, D, BH, E, w = self.B, self.D, self.BH, self.E, self.layers[l]
         query_t, out_t = self.forward_weights[l][:2]
         normed = self._layer_norm(x, w.norm_attn_weight, w.norm_attn_bias, self.attn_norm_grid[l][t])
-        q = torch.mm(normed, query_t, out=self.query_grid[l][t])  # (B, D) = (BH, E)
+        q = into(self.query_grid[l][t], torch.mm, normed, query_t).to(self.dtype)  # (B, D) = (BH, E)
         heads = q.view(BH, 1, E)
         scores = torch.baddbmm(torch.mm(q.view(BH, E), pos).unsqueeze(1), heads, keys)  # (BH, 1, n)
         probs = torch.softmax(scores, dim=-1)
@@ -338,14 +359,20 @@ class _Segment:
         if self.p > 0:
             noise = dropout_noise(probs, self.p)
             dropped = probs * noise
-        attended = torch.bmm(dropped, values, out=self.attended_grid[l][t])  # (BH, 1, E)
-        mid = torch.addmm(x, attended.view(B, D), out_t, out=self.mid_grid[l][t])
+        attended = into(self.attended_grid[l][t], torch.bmm, dropped, values).to(self.matmul_dtype)  # (BH, 1, E)
+        mid = self._residual(x, attended.view(B, D), out_t, out=self.mid_grid[l][t])
         if self.save:
             self.prob_rows[l][t].copy_(probs.squeeze(1))
             if self.p > 0:
                 self.dropped_rows[l][t].copy_(dropped.squeeze(1))
                 self.noise_rows[l][t].copy_(noise.squeeze(1))
         return mid
+
+    def _residual(self, x, a, weight_t, out):
+        """x + a @ weight_t, into out if given; with bf16 operands the sum is taken in x's dtype."""
+        if self.mixed:
+            return torch.add(x, torch.mm(a, weight_t), out=out)
+        return torch.addmm(x, a, weight_t, out=out)
 
     def _skip_attention(self, t, l, x):
         """With no visible memory the attention output is zero."""
@@ -372,7 +399,7 @@ class _Segment:
             row = self.memories[t].view(1, -1)
             torch.mm(self.mix_weights.view(1, L + 1), self.states[:, t].view(L + 1, -1), out=row)
         normed = self._layer_norm(self.all_memories()[t], None, None, self.memory_norm_grid[t])
-        kv = torch.addmm(self.kv_bias, normed, self.kv_stack_t)  # (B, 2 K D)
+        kv = torch.addmm(self.kv_bias, normed, self.kv_stack_t)  # (B, 2 K D), written in the buffer's dtype
         self.kv[:, :, :, :, self.n0 + t] = kv.view(B, 2, K, H, E).permute(1, 2, 0, 3, 4)
 
     def all_memories(self):
@@ -402,10 +429,10 @@ class _Segment:
         forward_buffers = len(self.owned)
         self.d_outs = buffer(L, T, B, D)  # w.r.t. each layer's output x^{l+1}
         self.d_mids = buffer(L, T, B, D)  # w.r.t. x + attention
-        self.d_pre = buffer(L, T, B, F)  # w.r.t. the FFN hidden layer before ReLU
+        self.d_pre = buffer(L, T, B, F, dtype=self.matmul_dtype)  # w.r.t. the FFN hidden layer before ReLU
         self.d_ff_normed = buffer(L, T, B, D)
         self.d_attn_normed = buffer(L, T, B, D)
-        self.d_queries = buffer(L, T, B, D)
+        self.d_queries = buffer(L, T, B, D, dtype=self.matmul_dtype)
         self.d_attended = buffer(T, L, B, D)
         self.d_scores = buffer(T, L, BH, self.W, zero=True)  # distance layout, as probs
         self.d_kv = buffer(T, 2, K, B, D)  # w.r.t. the keys/values of the new memories
@@ -509,7 +536,8 @@ class _Segment:
         if t == T - 1 and d_new_kv == (None, None):
             d_memory = None
         else:
-            d_normed = torch.bmm(d_kv.view(2 * K, B, D), self.kv_stack.view(2 * K, D, D)).sum(0)
+            d_kv_c = d_kv.view(2 * K, B, D).to(self.matmul_dtype)
+            d_normed = torch.bmm(d_kv_c, self.kv_stack.view(2 * K, D, D)).sum(0).to(self.dtype)
             _, mean, rstd = self.memory_norm_grid[t]
             d_memory = layer_norm_backward(d_normed, self.all_memories()[t], mean, rstd, None)
         if d_memories is not None:
@@ -564,12 +592,12 @@ class _Segment:
         """Gradient w.r.t. the FFN's input `mid` given grad (B, D) w.r.t. the layer output."""
         w = self.layers[l]
         _, mean, rstd = self.ff_norm_grid[l][t]
-        d_hidden = torch.mm(grad, w.ff_out_weight)  # (B, F)
+        d_hidden = torch.mm(grad.to(self.matmul_dtype), w.ff_out_weight)  # (B, F)
         # hidden = relu(pre) * noise is > 0 exactly where both pass the gradient.
         d_pre = _threshold_backward(d_hidden, self.hidden_grid[l][t], 0, grad_input=self.d_pre_grid[l][t])
         if self.p > 0:
             d_pre.mul_(1 / (1 - self.p))
-        d_normed = torch.mm(d_pre, w.hidden_weight, out=self.d_ff_normed_grid[l][t])  # (B, D)
+        d_normed = into(self.d_ff_normed_grid[l][t], torch.mm, d_pre, w.hidden_weight)  # (B, D)
         d_mid = layer_norm_backward(d_normed, self.mid_grid[l][t], mean, rstd, w.norm_ff_weight)
         return torch.add(d_mid, grad, out=self.d_mid_grid[l][t])
 
@@ -577,7 +605,7 @@ class _Segment:
         """out = gradient w.r.t. the layer input x given d_mid (B, D) w.r.t. x + attention."""
         B, D, BH, E, w = self.B, self.D, self.BH, self.E, self.layers[l]
         _, mean, rstd = self.attn_norm_grid[l][t]
-        d_attended = torch.mm(d_mid, w.attn_out, out=self.d_attended_grid[l][t])  # (B, D)
+        d_attended = into(self.d_attended_grid[l][t], torch.mm, d_mid.to(self.matmul_dtype), w.attn_out)  # (B, D)
         d_dropped = torch.bmm(d_attended.view(BH, 1, E), values.transpose(1, 2))  # (BH, 1, n)
         if self.p > 0:
             d_dropped.mul_(self.noise_rows[l][t].unsqueeze(1))
@@ -585,22 +613,23 @@ class _Segment:
         d_scores = torch._softmax_backward_data(d_dropped, probs, -1, d_dropped.dtype)  # (BH, 1, n)
         self.d_score_rows[l][t].copy_(d_scores.squeeze(1))
         d_queries = torch.mm(d_scores.squeeze(1), pos.t()).unsqueeze(1)  # (BH, 1, E)
-        d_queries = torch.baddbmm(d_queries, d_scores, keys.transpose(1, 2), out=self.d_query_grid[l][t])
-        d_normed = torch.mm(d_queries.view(B, D), self.query_scaled[l], out=self.d_attn_normed_grid[l][t])
+        d_queries = into(self.d_query_grid[l][t], torch.baddbmm, d_queries, d_scores, keys.transpose(1, 2))
+        d_normed = into(self.d_attn_normed_grid[l][t], torch.mm, d_queries.view(B, D), w.query)
         d_x = layer_norm_backward(d_normed, self.state_grid[l][t], mean, rstd, w.norm_attn_weight)
         torch.add(d_x, d_mid, out=out)
 
     def _input_grads(self):
         E = self.E
         layer_grads = [g for l in range(self.L) for g in self._layer_grads(l)]
-        d_kv = self.d_kv.permute(1, 2, 4, 0, 3).reshape(2 * self.K * self.D, -1)  # (2 K D, T B)
+        d_kv = self.d_kv.permute(1, 2, 4, 0, 3).reshape(2 * self.K * self.D, -1).to(self.matmul_dtype)  # (2 K D, T B)
         d_kv_stack = d_kv @ rows(self.memory_norm[0])  # (2 K D, D)
         d_kv_bias = d_kv.sum(1)
         # Scores' gradients by distance: column W - S + c of a row belongs to pos_keys column c.
         d_pos = rows(self.queries).view(-1, E).t() @ rows(self.d_scores[..., self.W - self.S :])
         d_mix = None
         if self.spec.memory == "all":
-            d_weights = torch.mv(self.states.view(self.L + 1, -1), self.d_memories.view(-1))  # (L + 1,)
+            # A matrix-vector product as mm: bf16 mv has no fast kernel on CPU.
+            d_weights = torch.mm(self.states.view(self.L + 1, -1), self.d_memories.view(-1, 1)).view(-1)  # (L + 1,)
             d_mix = torch._softmax_backward_data(d_weights, self.mix_weights, 0, d_weights.dtype)
         d_keys, d_values = self._carried_grads()
         return (self.d_embedded, d_keys, d_values, d_pos, d_mix, d_kv_stack, d_kv_bias, *layer_grads)
@@ -614,8 +643,9 @@ class _Segment:
             d_normed = self.d_attn_normed[l, first:].view(-1, D)
             x = self.states[l, first:].view(-1, D)
             d_norm_attn = layer_norm_param_grads(d_normed, x, mean, rstd, w.norm_attn_weight, w.norm_attn_bias)
-            d_query = torch.mm(self.d_queries[l, first:].view(-1, D).t(), normed).mul_(self.scale)
-            d_out = torch.mm(self.d_mids[l, first:].view(-1, D).t(), self.attended[l, first:].view(-1, D))
+            d_query = torch.mm(self.d_queries[l, first:].view(-1, D).t(), normed)
+            d_mids = self.d_mids[l, first:].view(-1, D).to(self.matmul_dtype)
+            d_out = torch.mm(d_mids.t(), self.attended[l, first:].view(-1, D))
         else:
             d_norm_attn = (torch.zeros_like(w.norm_attn_weight), torch.zeros_like(w.norm_attn_bias))
             d_query, d_out = torch.zeros_like(w.query), torch.zeros_like(w.attn_out)
@@ -623,7 +653,7 @@ class _Segment:
         d_norm_ff = layer_norm_param_grads(
             self.d_ff_normed[l].view(-1, D), self.mids[l].view(-1, D), mean, rstd, w.norm_ff_weight, w.norm_ff_bias
         )
-        d_pre, d_outs = self.d_pre[l].view(-1, F), self.d_outs[l].view(-1, D)
+        d_pre, d_outs = self.d_pre[l].view(-1, F), self.d_outs[l].view(-1, D).to(self.matmul_dtype)
         d_hidden = (torch.mm(d_pre.t(), normed), d_pre.sum(0))
         d_ff_out = (torch.mm(d_outs.t(), self.hidden[l].view(-1, F)), d_outs.sum(0))
         return (*d_norm_attn, d_query, d_out, *d_norm_ff, *d_hidden, *d_ff_out)
@@ -640,7 +670,7 @@ class FeedbackSegment(torch.autograd.Function):
     mix_logits (L + 1,) or None, *weights) -> top (B, T, D), memories (B, T, D), new keys, new values.
 
     weights: kv_stack (2 K D, D) and kv_bias (2 K D,), the K key then the K value projections of the
-    normalised memory (see segment_weights), then LAYER_PARAMETERS of each layer.
+    normalised memory (see segment_weights), then LAYER_PARAMETERS of each layer, the query's pre-scaled.
     """
 
     @staticmethod
@@ -660,7 +690,9 @@ class FeedbackSegment(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, d_top, d_memories, d_keys, d_values):
         _ = ctx.saved_tensors  # raises if the graph was freed by an earlier backward
-        return (None, *ctx.segment.backward(d_top, d_memories, d_keys, d_values))
+        # A backward called under autocast must not recast the segment's matmuls: it computes in its own dtypes.
+        with torch.autocast(ctx.segment.like.device.type, enabled=False):
+            return (None, *ctx.segment.backward(d_top, d_memories, d_keys, d_values))
 
 
 @torch.compiler.disable  # a hand-scheduled loop with its own backward: torch.compile traces around it
@@ -697,6 +729,12 @@ def segment_in_groups(spec, embedded, keys, values, pos_keys, mix_logits, weight
     return torch.cat(top, 1), torch.cat(memories, 1), torch.cat(new_keys, -2), torch.cat(new_values, -2)
 
 
+def is_matmul_weight(index: int) -> bool:
+    """Whether segment_weights()[index] is a matmul operand: kv_stack, kv_bias, a projection or its bias (not a
+    LayerNorm parameter)."""
+    return index < 2 or "norm" not in LAYER_PARAMETERS[(index - 2) % len(LAYER_PARAMETERS)]
+
+
 def segment_weights(model) -> list:
     """The weights FeedbackSegment takes, from a FeedbackTransformer.
 
@@ -708,8 +746,54 @@ def segment_weights(model) -> list:
         value.weight * norm.weight for norm, _, value in pairs
     ]
     bias = [key.weight @ norm.bias for norm, key, _ in pairs] + [value.weight @ norm.bias for norm, _, value in pairs]
-    layers = [layer.get_parameter(name) for layer in model.layers for name in LAYER_PARAMETERS]
+    # Queries are computed pre-scaled, q~ = (Wq / sqrt(E)) LN(x), so that a score is q~ . (k + p) directly.
+    scale = {"query.weight": 1.0 / math.sqrt(model.config.head_dim)}
+    layers = [
+        layer.get_parameter(name) * scale[name] if name in scale else layer.get_parameter(name)
+        for layer in model.layers
+        for name in LAYER_PARAMETERS
+    ]
     return [torch.cat(stack), torch.cat(bias), *layers]
+
+
+def matmul_operand_dtype(model, device_type: str) -> torch.dtype:
+    """bf16 under bf16 autocast (--precision bf16), otherwise the weights' dtype.
+
+    In a bf16 recurrence the projections' weights and activations enter their matmuls in bf16 (accumulated in
+    fp32 by the kernel, rounded once); the residual stream, LayerNorm, attention and softmax, and the gradients
+    carried along the recurrence stay fp32. The casts of the fp32 master weights carry their gradients back."""
+    if torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.bfloat16:
+        return torch.bfloat16
+    return model.pos_keys.dtype
+
+
+# Prepared weights of models running without gradients: model -> (its parameters, their versions, weights).
+_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# A parameter put in place of another (load_state_dict(assign=True), setattr) makes every kept entry stale.
+torch.nn.modules.module.register_module_parameter_registration_hook(lambda *_: _PREPARED.clear())
+
+
+def prepared_weights(model, matmul_dtype: torch.dtype) -> list:
+    """segment_weights with the matmul operands in matmul_dtype. Without gradients they are kept and reused
+    while no parameter changes: in place (an optimiser step, load_state_dict), by a new storage (.to(), .data)
+    or by replacement. Decoding one token at a time would otherwise fold the memory norms into the K/V weights
+    at every token."""
+
+    def prepare():
+        return [w.to(matmul_dtype) if is_matmul_weight(i) else w for i, w in enumerate(segment_weights(model))]
+
+    if torch.is_grad_enabled():
+        return prepare()
+
+    def version(parameters):
+        return (matmul_dtype, *((p.data_ptr(), p._version) for p in parameters))
+
+    kept = _PREPARED.get(model)
+    if kept is not None and kept[1] == version(kept[0]):
+        return kept[2]
+    parameters, weights = list(model.parameters()), prepare()
+    _PREPARED[model] = (parameters, version(parameters), weights)
+    return weights
 
 
 def fast_forward(model, tokens: torch.Tensor, state: dict | None = None):
@@ -728,9 +812,9 @@ def fast_forward(model, tokens: torch.Tensor, state: dict | None = None):
     )
     mix_logits = model.memory_weights if cfg.memory == "all" else None
     run = segment_in_groups if model.checkpoint_activations and torch.is_grad_enabled() else feedback_segment
-    # Under autocast (--precision bf16) the recurrence still runs in the weights' fp32: its buffers and
-    # hand-written backward are fp32; the embedding, the carried memory's K/V and the output head follow autocast.
-    dtype = model.pos_keys.dtype  # the weights' (fp32 under autocast; float64 for gradient checks)
+    dtype = model.pos_keys.dtype  # the weights' (float64 for gradient checks)
+    matmul_dtype = matmul_operand_dtype(model, embedded.device.type)
+    weights = prepared_weights(model, matmul_dtype)
     with torch.autocast(embedded.device.type, enabled=False):
         top, memories, keys, values = run(
             spec,
@@ -739,7 +823,7 @@ def fast_forward(model, tokens: torch.Tensor, state: dict | None = None):
             start["values"].to(dtype),
             model.pos_keys,
             mix_logits,
-            segment_weights(model),
+            weights,
         )
     logits = model.head(model.norm_out(top))  # (B, T, V), in parallel over time
     with torch.no_grad():  # the carried state is detached
