@@ -19,11 +19,14 @@ from families import LANGUAGE_MODELS
 
 from fbt.errors import FbtError
 from fbt.models import build_model, state_nbytes
+from fbt.models.adaptive_span import reach
 from fbt.models.config import ModelConfig
 from fbt.models.transformer_xl import TransformerXL
 
 TINY = {"vocab_size": 11, "dim": 16, "layers": 2, "heads": 2, "ff": 32, "span": 5, "context": 16}
 ATOL = 1e-10
+# Heads of width dim / heads, and heads of their own width (H·E = 6 queries/keys/values from D = 16).
+HEAD_WIDTHS = pytest.mark.parametrize("heads", [{}, {"head_dim": 3}], ids=["E=D/H", "E=3"])
 
 
 def make(name: str, **overrides) -> torch.nn.Module:
@@ -52,9 +55,10 @@ def run_segments(model: torch.nn.Module, tokens: torch.Tensor, lengths: list[int
 # ---- properties every model shares ----
 
 
+@HEAD_WIDTHS
 @pytest.mark.parametrize("name", LANGUAGE_MODELS)
-def test_token_by_token_matches_one_forward(name):
-    model = make(name)
+def test_token_by_token_matches_one_forward(name, heads):
+    model = make(name, **heads)
     tokens = random_tokens(2, 12)  # longer than the XL span (5), within the GPT context (16)
     with torch.no_grad():
         full, _ = model(tokens)
@@ -62,9 +66,22 @@ def test_token_by_token_matches_one_forward(name):
     torch.testing.assert_close(stepped, full, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("name", ["feedback", "transformer-xl"])
+def test_adaptive_spans_decode_token_by_token_and_over_segments_as_one_forward(name):
+    model = with_spans(make(name, **ADAPTIVE))
+    tokens = random_tokens(2, 14)
+    with torch.no_grad():
+        full, _ = model(tokens)
+        stepped, _ = run_segments(model, tokens, [1] * 14)
+        split, _ = run_segments(model, tokens, [3, 7, 2, 2])
+    torch.testing.assert_close(stepped, full, atol=ATOL, rtol=0)
+    torch.testing.assert_close(split, full, atol=ATOL, rtol=0)
+
+
+@HEAD_WIDTHS
 @pytest.mark.parametrize("name", LANGUAGE_MODELS)
-def test_carried_state_matches_one_long_segment(name):
-    model = make(name)
+def test_carried_state_matches_one_long_segment(name, heads):
+    model = make(name, **heads)
     tokens = random_tokens(2, 14)
     with torch.no_grad():
         full, _ = model(tokens)
@@ -95,9 +112,10 @@ def test_state_is_detached(name):
         assert not value.requires_grad and value.grad_fn is None, key
 
 
+@HEAD_WIDTHS
 @pytest.mark.parametrize("name", LANGUAGE_MODELS)
-def test_gradients_reach_every_parameter(name):
-    model = make(name, dropout=0.1).train()
+def test_gradients_reach_every_parameter(name, heads):
+    model = make(name, **heads, dropout=0.1).train()
     tokens = random_tokens(2, 12)
     _, state = model(tokens[:, :4])
     logits, _ = model(tokens[:, 4:], state)  # a segment that reads a carried state
@@ -125,15 +143,17 @@ def test_feedback_cache_is_one_layer_th_of_the_transformer_xl_cache():
 def naive_xl(model: TransformerXL, tokens: torch.Tensor) -> torch.Tensor:
     """Logits of a fresh stream, one query and one head at a time, over the previous S inputs of its layer
     (and its own with attend_self); a query that sees nothing adds nothing."""
-    S, H, E = model.config.span, model.config.heads, model.config.head_dim
+    S, H, E = model.config.span, model.config.heads, model.config.head_width
     T = tokens.shape[1]
     x = model.embed(tokens)  # (B, T, D)
     for layer in model.layers:
         normed = layer.norm_attn(x)
         q, k, v = layer.query(normed), layer.key(normed), layer.value(normed)
-        attended = torch.zeros_like(x)
+        attended = x.new_zeros(*x.shape[:2], H * E)  # (B, T, A)
         for t in range(T):
-            visible = range(max(0, t - S), t + 1 if model.config.attend_self else t)
+            # Within the heads' reach, as the model (adaptive spans' masks are 0 further back, and trimming
+            # changes a logit only through the renormalisation's 1e-8).
+            visible = range(max(0, t - reach(model, S)), t + 1 if model.config.attend_self else t)
             for h in range(H):
                 if not visible:
                     continue
@@ -143,15 +163,34 @@ def naive_xl(model: TransformerXL, tokens: torch.Tensor) -> torch.Tensor:
                 scores = torch.stack([(q[:, t, cols] * key).sum(-1) for key in keys], dim=-1)  # (B, visible)
                 scores = scores / math.sqrt(E)
                 probs = torch.softmax(scores, dim=-1)
+                if model.config.adaptive_span:  # the span mask at each key's distance t - j, renormalised
+                    z, R = layer.adaptive_span.ratio[h] * S, model.config.adaptive_span_ramp
+                    mask = torch.stack([torch.clamp((z + 1 - (t - j)) / R + 1, 0, 1) for j in visible])
+                    probs = probs * mask / ((probs * mask).sum(-1, keepdim=True) + 1e-8)
                 attended[:, t, cols] = sum(probs[:, i, None] * v[:, j, cols] for i, j in enumerate(visible))
         x = x + layer.out(attended)
         x = x + layer.ff(layer.norm_ff(x))
     return model.head(model.norm_out(x))
 
 
+# Spans of 0.6 and 1.9 of the 5 positions, a ramp of 2: distances inside and beyond the ramp, a reach of 4.
+ADAPTIVE = {"adaptive_span": True, "adaptive_span_ramp": 2}
+ADAPTIVE_RATIOS = (0.12, 0.38)
+
+
+def with_spans(model: torch.nn.Module) -> torch.nn.Module:
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.adaptive_span.ratio.copy_(torch.tensor(ADAPTIVE_RATIOS, dtype=torch.float64))
+    return model
+
+
+@pytest.mark.parametrize("heads", [{}, {"head_dim": 3}, ADAPTIVE], ids=["E=D/H", "E=3", "adaptive-span"])
 @pytest.mark.parametrize("attend_self", [False, True], ids=["paper", "attend-self"])
-def test_transformer_xl_matches_naive_reference(attend_self):
-    model = make("transformer-xl", attend_self=attend_self)
+def test_transformer_xl_matches_naive_reference(attend_self, heads):
+    model = make("transformer-xl", attend_self=attend_self, **heads)
+    if heads == ADAPTIVE:
+        with_spans(model)
     with torch.no_grad():
         model.pos_keys.normal_()  # make positions matter, so a wrong distance shows
     tokens = random_tokens(2, 14)
@@ -192,7 +231,7 @@ def test_transformer_xl_state_holds_the_last_span_positions():
     assert state["hidden"].shape == (cfg.layers, 2, 3, cfg.dim)
     _, state = model(random_tokens(2, 4), state)
     assert state["hidden"].shape == (cfg.layers, 2, cfg.span, cfg.dim)
-    assert state["keys"].shape == state["values"].shape == (cfg.layers, 2, cfg.heads, cfg.span, cfg.head_dim)
+    assert state["keys"].shape == state["values"].shape == (cfg.layers, 2, cfg.heads, cfg.span, cfg.head_width)
 
 
 # ---- GPT past its context ----

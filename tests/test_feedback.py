@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from fbt.models import ModelConfig, build_model
+from fbt.models.adaptive_span import reach
 
 TINY = dict(model="feedback", vocab_size=11, dim=8, layers=2, heads=2, ff=16, span=3)
 
@@ -32,14 +33,16 @@ def layer_norm(x, norm):
 def naive_logits(model, tokens, memories=None):
     """Plain loops over steps, layers, heads and memories; memories is a list of (B, D) tensors."""
     cfg = model.config
-    D, H, S = cfg.dim, cfg.heads, cfg.span
-    E = D // H
+    H, S = cfg.heads, cfg.span
+    E = cfg.head_width  # D / H unless set apart
     memories = list(memories or [])
     tops = []
     for t in range(tokens.shape[1]):
         x = model.embed.weight[tokens[:, t]]
         states = [x]
-        visible = memories[-S:]
+        # As the model, read the memories within reach of the heads' adaptive spans (the masks are 0 further
+        # back; trimming changes a logit only through the renormalisation's 1e-8).
+        visible = memories[-reach(model, S) :]
         for layer in model.layers:
             key_weight = model.key.weight if cfg.shared_kv else layer.key.weight
             value_weight = model.value.weight if cfg.shared_kv else layer.value.weight
@@ -57,6 +60,13 @@ def naive_logits(model, tokens, memories=None):
                         position = model.pos_keys[:, S - distance]
                         scores.append(((q[:, cols] * key).sum(-1) + (q[:, cols] * position).sum(-1)) / math.sqrt(E))
                     weights = torch.softmax(torch.stack(scores, -1), -1)
+                    if cfg.adaptive_span:  # distance d = len(visible) - j, the mask's ramp written out
+                        z = layer.adaptive_span.ratio[h] * S
+                        R = cfg.adaptive_span_ramp
+                        mask = torch.stack(
+                            [torch.clamp((z + 1 - (len(visible) - j)) / R + 1, 0, 1) for j in range(len(visible))]
+                        )
+                        weights = weights * mask / ((weights * mask).sum(-1, keepdim=True) + 1e-8)
                     heads.append(
                         sum(
                             weights[:, j : j + 1] * (layer_norm(m, memory_norm) @ value_weight.T)[:, cols]
@@ -80,6 +90,9 @@ def naive_logits(model, tokens, memories=None):
     return logits, memories
 
 
+# Spans of about 3 of 8 (init 0.4 plus make()'s noise on every parameter) and a ramp of 2: some distances fall
+# inside the ramp, some beyond it, where the reach trims the window.
+ADAPTIVE = dict(span=8, adaptive_span=True, adaptive_span_ramp=2, adaptive_span_init=0.4)
 VARIANTS = [
     dict(),
     dict(shared_kv=False),
@@ -87,6 +100,10 @@ VARIANTS = [
     dict(memory="layer", memory_layer=1),
     dict(memory="layer", memory_layer=0, span=1),
     dict(span=8),
+    dict(head_dim=3),  # H·E = 6 apart from D = 8
+    dict(head_dim=5, shared_kv=False),
+    ADAPTIVE,
+    dict(ADAPTIVE, shared_kv=False, memory="top"),
 ]
 
 
@@ -129,10 +146,17 @@ def test_first_step_has_no_memory_and_ignores_attention_weights():
 
 @pytest.mark.parametrize("grad", [True, False], ids=["recorded", "inference"])
 @pytest.mark.parametrize(
-    "variant", [dict(), dict(shared_kv=False), dict(shared_kv=False, memory="layer", memory_layer=2)]
+    "variant",
+    [
+        dict(span=6),
+        dict(span=6, shared_kv=False),
+        dict(span=6, shared_kv=False, memory="layer", memory_layer=2),
+        dict(span=6, head_dim=5),
+        ADAPTIVE,
+    ],
 )
 def test_token_by_token_decoding_equals_parallel_segment(variant, grad):
-    model = make(**variant, span=6).eval()
+    model = make(**variant).eval()
     tokens = torch.randint(0, 11, (2, 13), generator=torch.Generator().manual_seed(3))
     full, full_state = model(tokens)  # parameters require grad: the recorded (autograd) path runs
     state, steps = None, []

@@ -21,25 +21,32 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(segment, "BLOCK", 2)
 
 
-def segment_inputs(shared_kv, memory, n0, B=2, T=5, D=8, L=2, H=2, F=16, S=3):
+def segment_inputs(shared_kv, memory, n0, B=2, T=5, D=8, L=2, H=2, F=16, S=3, E=None, ramp=0):
+    """A spec and the segment's inputs; with a ramp, adaptive spans that put some distances inside it."""
+    E = E or D // H
+    A = H * E  # the width of queries, keys and values
     gen = torch.Generator().manual_seed(0)
 
     def randn(*shape, std=0.5):
         return (torch.randn(*shape, generator=gen, dtype=torch.float64) * std).requires_grad_()
 
     K = 1 if shared_kv else L
-    kv_shape = (B, n0, D) if shared_kv else (L, B, n0, D)
-    weights = [randn(2 * K * D, D), randn(2 * K * D)]  # kv_stack, kv_bias
+    kv_shape = (B, n0, A) if shared_kv else (L, B, n0, A)
+    weights = [randn(2 * K * A, D), randn(2 * K * A)]  # kv_stack, kv_bias
     for _ in range(L):
-        shapes = [(D,), (D,), (D, D), (D, D), (D,), (D,), (F, D), (F,), (D, F), (D,)]
+        shapes = [(D,), (D,), (A, D), (D, A), (D,), (D,), (F, D), (F,), (D, F), (D,)]
         layer = [randn(*shape) for shape in shapes]
         with torch.no_grad():  # LayerNorm weights around 1
             layer[0].add_(1.0)
             layer[4].add_(1.0)
         weights += layer
     mix_logits = randn(L + 1) if memory == "all" else None
-    spec = SegmentSpec(heads=H, span=S, memory=memory, memory_layer=1, dropout=0.0, eps=1e-5)
-    return spec, [randn(B, T, D, std=1.0), randn(*kv_shape), randn(*kv_shape), randn(D // H, S), mix_logits, *weights]
+    spans = None
+    if ramp:  # spans between 0 and S, off the kinks of the mask (at integer distances)
+        spans = (torch.rand(L, H, generator=gen, dtype=torch.float64) * S + 0.37).requires_grad_()
+    spec = SegmentSpec(heads=H, span=S, memory=memory, memory_layer=1, dropout=0.0, eps=1e-5, ramp=ramp)
+    embedded, pos_keys = randn(B, T, D, std=1.0), randn(E, S)
+    return spec, [embedded, randn(*kv_shape), randn(*kv_shape), pos_keys, mix_logits, spans, *weights]
 
 
 @pytest.mark.parametrize("n0", [0, 2])
@@ -47,7 +54,7 @@ def segment_inputs(shared_kv, memory, n0, B=2, T=5, D=8, L=2, H=2, F=16, S=3):
 @pytest.mark.parametrize("shared_kv", [True, False], ids=["shared", "per-layer"])
 def test_gradcheck(shared_kv, memory, n0, small_blocks):
     spec, inputs = segment_inputs(shared_kv, memory, n0)
-    assert len(inputs) == 5 + 2 + 2 * len(LAYER_PARAMETERS)
+    assert len(inputs) == 6 + 2 + 2 * len(LAYER_PARAMETERS)
     assert torch.autograd.gradcheck(
         lambda *x: FeedbackSegment.apply(spec, *x), inputs, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True
     )
@@ -56,6 +63,23 @@ def test_gradcheck(shared_kv, memory, n0, small_blocks):
 def test_gradcheck_full_jacobian_with_carried_memory(small_blocks):
     spec, inputs = segment_inputs(True, "all", 2, B=1, T=4, D=4, F=8)
     assert torch.autograd.gradcheck(lambda *x: FeedbackSegment.apply(spec, *x), inputs, eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("n0", [0, 2])
+@pytest.mark.parametrize("shared_kv", [True, False], ids=["shared", "per-layer"])
+def test_gradcheck_with_adaptive_spans(shared_kv, n0, small_blocks):
+    spec, inputs = segment_inputs(shared_kv, "all", n0, S=5, ramp=2)
+    assert torch.autograd.gradcheck(
+        lambda *x: FeedbackSegment.apply(spec, *x), inputs, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True
+    )
+
+
+@pytest.mark.parametrize("shared_kv", [True, False], ids=["shared", "per-layer"])
+def test_gradcheck_with_heads_apart_from_the_width(shared_kv, small_blocks):
+    spec, inputs = segment_inputs(shared_kv, "all", 2, D=6, E=5)  # H·E = 10 queries/keys/values from D = 6
+    assert torch.autograd.gradcheck(
+        lambda *x: FeedbackSegment.apply(spec, *x), inputs, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True
+    )
 
 
 def make(dtype=torch.float64, spread=0.3, **overrides):
@@ -103,6 +127,11 @@ VARIANTS = [
     dict(memory="layer", memory_layer=0, span=1),
     dict(span=12),
     dict(span=30, shared_kv=False),
+    dict(head_dim=3),
+    dict(head_dim=7, shared_kv=False, memory="top"),
+    # Spans of about 5 of 12 (init plus make()'s noise), a ramp of 3: the reach trims the window.
+    dict(span=12, adaptive_span=True, adaptive_span_ramp=3, adaptive_span_init=0.4),
+    dict(span=12, adaptive_span=True, adaptive_span_ramp=3, adaptive_span_init=0.4, shared_kv=False),
 ]
 
 

@@ -80,17 +80,19 @@ def random_episode_data(T: int, N: int, seed: int = 0):
     return images, directions, starts
 
 
-def make_policy(name: str, span: int = 6) -> Policy:
+def make_policy(name: str, span: int = 6, head_dim: int = 0) -> Policy:
     torch.manual_seed(0)
-    return Policy(name, 5, 7, core_config(name, dim=16, layers=2, heads=2, ff=32, span=span)).eval()
+    config = core_config(name, dim=16, layers=2, heads=2, ff=32, span=span, head_dim=head_dim)
+    return Policy(name, 5, 7, config).eval()
 
 
+@pytest.mark.parametrize("head_dim", [0, 5], ids=["E=D/H", "E=5"])
 @pytest.mark.parametrize("name", POLICY_NAMES)
-def test_rollout_outputs_equal_the_update_rerun_from_stored_states(name):
+def test_rollout_outputs_equal_the_update_rerun_from_stored_states(name, head_dim):
     """Acting one step at a time (as the rollout does) and re-running stored sequences from their starting
     states (as PPO's update does) give the same logits and values; episodes start inside the sequences."""
     T, N, K = 24, 3, 8
-    policy = make_policy(name)
+    policy = make_policy(name, head_dim=head_dim)
     images, directions, starts = random_episode_data(T, N)
     state, stored, logits_steps, value_steps = policy.initial_state(N, torch.device("cpu")), [], [], []
     with torch.no_grad():

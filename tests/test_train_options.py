@@ -7,6 +7,7 @@ import json
 import pytest
 
 from fbt.cli import main
+from fbt.models import ModelConfig, model_class
 from fbt.presets import SHAKESPEARE as CORPUS
 
 TINY = [
@@ -89,9 +90,19 @@ def test_memory_and_precision_flags_train_and_a_resume_may_change_them(tmp_path,
     assert [int(r["step"]) for r in csv_rows(run)] == [1, 2, 3, 4]
 
 
+def test_head_dim_sets_the_attention_width_apart_from_the_model_width(tmp_path):
+    run = tmp_path / "run"
+    assert main([*TINY, "--steps", "1", "--dim", "30", "--heads", "4", "--head-dim", "8", "--out", str(run)]) == 0
+    saved = json.loads((run / "config.json").read_text())["model"]
+    assert (saved["dim"], saved["heads"], saved["head_dim"]) == (30, 4, 8)
+    assert "4 heads of 8" in model_class("feedback").describe(ModelConfig.from_dict(saved))  # the header's line
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
+        (["--dim", "30", "--heads", "4"], "dim 30 is not divisible by heads 4; give the head width"),
+        (["--head-dim", "-1"], "head_dim must be a positive integer, or 0"),
         (["--accumulate", "3"], "cannot be split into --accumulate 3"),
         (["--accumulate", "0"], "accumulate must be a positive integer"),
         (["--precision", "fp8"], "invalid choice"),

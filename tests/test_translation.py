@@ -41,13 +41,13 @@ def naive_feedback_logits(model, source, target):
     """The feedback decoder written out plainly: every step recomputes the keys and values of its visible
     memories from scratch, one head at a time, with explicit softmaxes."""
     cfg, decoder = model.config, model.decoder
-    H, E, S = cfg.heads, cfg.head_dim, cfg.span
+    H, E, S = cfg.heads, cfg.head_width, cfg.span
     visible = source != PAD_ID
     encoded = model.encoder(model.embed(source), visible)  # (B, S_src, D)
     embedded = model.embed(target)
     memories, tops = [], []
 
-    def heads_attend(q, k, v, extra=None, mask=None):  # q (B, D), k/v (B, n, D)
+    def heads_attend(q, k, v, extra=None, mask=None):  # q (B, A), k/v (B, n, A)
         out = []
         for h in range(H):
             part = slice(h * E, (h + 1) * E)
@@ -91,9 +91,10 @@ def stepwise_logits(model, batch):
     return torch.cat(steps, 1)
 
 
+@pytest.mark.parametrize("head_dim", [0, 5], ids=["E=D/H", "E=5"])
 @pytest.mark.parametrize("shared_kv", [True, False])
-def test_feedback_decoder_equals_naive_reference(shared_kv):
-    model = seq2seq("feedback", span=3, shared_kv=shared_kv).double()
+def test_feedback_decoder_equals_naive_reference(shared_kv, head_dim):
+    model = seq2seq("feedback", span=3, shared_kv=shared_kv, head_dim=head_dim).double()
     batch, _ = make_batch(*zip(*random_pairs(1, 4)))
     expected = naive_feedback_logits(model, batch.source, batch.target)
     parallel, _ = model(batch)
@@ -113,8 +114,9 @@ def test_feedback_decoder_gradients_equal_naive_reference():
         torch.testing.assert_close(ours, reference, rtol=1e-9, atol=1e-11)
 
 
-def test_transformer_decoder_step_by_step_equals_parallel():
-    model = seq2seq("transformer").double()
+@pytest.mark.parametrize("head_dim", [0, 5], ids=["E=D/H", "E=5"])
+def test_transformer_decoder_step_by_step_equals_parallel(head_dim):
+    model = seq2seq("transformer", head_dim=head_dim).double()
     batch, _ = make_batch(*zip(*random_pairs(3, 5)))
     parallel, _ = model(batch)
     torch.testing.assert_close(stepwise_logits(model, batch), parallel, rtol=1e-10, atol=1e-10)

@@ -18,6 +18,7 @@ SHAKESPEARE = str(Path(__file__).parent / "corpora" / "tinyshakespeare.txt")
 BIBLE = str(Path(__file__).parent / "corpora" / "bible-es-en.tsv.gz")
 CODE_EXEC_3 = "data/code-exec-3"
 CODE_EXEC_CPU = "data/code-exec-cpu"
+ENWIK8 = "data/enwik8"  # written by `fbt data enwik8` from a copy the user brings
 
 # The CPU recipe's task (benchmarks/LEARNING.md): one variable, 30 statements, values 1..5, `if` four times
 # and `print` twice as likely as each other statement. Programs (~170 tokens) are far longer than the span.
@@ -28,6 +29,7 @@ CPU_CODE_EXEC = {
 }
 DATA_COMMANDS = {
     CODE_EXEC_3: f"fbt data code-exec --variables 3 --out {CODE_EXEC_3}",
+    ENWIK8: f"fbt data enwik8 --from enwik8.zip --out {ENWIK8}",
     CODE_EXEC_CPU: (
         f"fbt data code-exec --variables 1 --statements 30 --max-value 5 --weights 1 1 1 4 2 --out {CODE_EXEC_CPU}"
     ),
@@ -169,6 +171,69 @@ _SUBWORD_LM = {
     },
 }
 
+# The authors' released enwik8 run (0.984 bpc valid, 0.962 test in the paper): 12 layers of d512, FF4096, 8
+# heads of width 128 (queries, keys and values 1,024 wide), per-layer K/V, adaptive spans up to 8,192 (ramp 32,
+# loss 5e-7, from 0), dropout 0.5; Adam at 1.5e-3 after 8,000 warm-up updates, constant, clip 0.1; 1,024 streams
+# of 128 bytes for 100,000 updates (13.1B bytes), on 8 GPUs there (`torchrun --nproc-per-node 8`; --accumulate
+# splits the streams on fewer).
+_ENWIK8_PAPER = {
+    "model": {
+        "model": "feedback",
+        "layers": 12,
+        "dim": 512,
+        "ff": 4096,
+        "heads": 8,
+        "head_dim": 128,
+        "span": 8192,
+        "shared_kv": False,
+        "adaptive_span": True,
+        "adaptive_span_ramp": 32,
+        "adaptive_span_init": 0.0,
+        "adaptive_span_loss": 5e-7,
+        "dropout": 0.5,
+        "init": "paper",
+    },
+    "train": {
+        "task": "text",
+        "data": ENWIK8,
+        "batch": 1024,
+        "segment": 128,
+        "steps": 100000,
+        "lr": 1.5e-3,
+        "warmup": 8000,
+        "schedule": "constant",
+        "clip": 0.1,
+        "eval_every": 1000,
+        "eval_tokens": 1048576,
+        "save_every": 1000,
+    },
+}
+
+# The same code path at CPU size (heads wider than d / H, per-layer K/V, adaptive spans, the optimiser's
+# settings), on tiny Shakespeare by default and on any text with --data.
+_ENWIK8_CPU = {
+    "model": {
+        **_ENWIK8_PAPER["model"],
+        "layers": 4,
+        "dim": 128,
+        "ff": 512,
+        "heads": 4,
+        "head_dim": 64,
+        "span": 512,
+        "dropout": 0.1,
+    },
+    "train": {
+        **_ENWIK8_PAPER["train"],
+        "data": SHAKESPEARE,
+        "batch": 8,
+        "steps": 1000,
+        "warmup": 100,
+        "eval_every": 250,
+        "eval_tokens": 0,
+        "save_every": 250,
+    },
+}
+
 
 def _preset(base: dict, description: str, expected_time: str, **model: object) -> dict:
     """`expected_time`: the whole run (training and validations) with `fbt train`'s default threads on the
@@ -206,6 +271,11 @@ PRESETS: dict[str, dict] = {
     ),
     "shakespeare-feedback-small": _preset(
         _SMALL_SHAKESPEARE, "byte-level tiny Shakespeare, Feedback 4 layers", "7 min", model="feedback", layers=4
+    ),
+    "enwik8-feedback-cpu": _preset(
+        _ENWIK8_CPU,
+        "the enwik8 run's model at CPU size (adaptive spans, 4 heads of 64, per-layer K/V): tiny Shakespeare",
+        "10 min",
     ),
     "code-exec-feedback-cpu": _preset(
         _CPU_CODE_EXEC, "CPU recipe (the demo): Feedback, 2 layers, span 8", "3 min", model="feedback", layers=2
@@ -250,6 +320,11 @@ PRESETS: dict[str, dict] = {
         "11 days",
         decoder="feedback",
         layers=2,
+    ),
+    "enwik8-feedback-paper": _preset(
+        _ENWIK8_PAPER,
+        "the paper's enwik8 run: Feedback 12 layers, d512, adaptive spans (a GPU job)",
+        "not measured (8 GPUs in the paper)",
     ),
     "code-exec-xl": _preset(
         _PAPER_CODE_EXEC,

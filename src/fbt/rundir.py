@@ -47,12 +47,12 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    with _staged(Path(path)) as temporary:
+    with staged(Path(path)) as temporary:
         write_text(temporary, text)
 
 
 def write_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    with _staged(Path(path)) as temporary:
+    with staged(Path(path)) as temporary:
         write_tensors(temporary, tensors)
 
 
@@ -87,7 +87,7 @@ def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 @contextmanager
-def _staged(path: Path) -> Iterator[Path]:
+def staged(path: Path) -> Iterator[Path]:
     """A temporary file beside `path`, renamed onto it once written; removed if anything fails."""
     try:
         handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

@@ -20,6 +20,7 @@ from fbt.errors import FbtError
 from fbt.formatting import format_count
 from fbt.rundir import CHECKPOINTS, CONFIG, METRICS, RESUME_INFO, SUMMARY, WEIGHTS, read_json
 from fbt.tasks import task_class_or_base
+from fbt.training.metrics_log import COLUMNS
 
 
 @dataclass
@@ -215,12 +216,23 @@ def show_run(path: str | Path) -> dict:
         raise FbtError(f"{path} is a reinforcement-learning run: see `fbt rl eval` and `fbt rl plot`")
     info = run_info(path)
     summary_path = path / SUMMARY
+    train_rows, _ = read_metrics(path)
     return {
         "run": str(path),
         "config": read_config(path),
         "summary": read_json(summary_path) if summary_path.is_file() else None,
         "info": info.to_json(),
+        "diagnostics": last_diagnostics(train_rows),
     }
+
+
+def last_diagnostics(train_rows: list[dict]) -> dict:
+    """The model's own values at its last log (e.g. the feedback memory's RMS and mix, learned spans): the
+    columns past the training ones, each from the latest row that has it."""
+    found: dict = {}
+    for row in train_rows:
+        found.update({name: value for name, value in row.items() if name not in COLUMNS})
+    return found
 
 
 def format_valid(value: float | None, metric: str) -> str:

@@ -28,6 +28,7 @@ def add_parser(subparsers) -> None:
     bench.add_argument("--dim", type=int, default=256, help="residual width")
     bench.add_argument("--layers", type=int, default=4, help="blocks")
     bench.add_argument("--heads", type=int, default=4, help="attention heads")
+    bench.add_argument("--head-dim", type=int, default=0, help="width of each head, 0: dim / heads")
     bench.add_argument("--ff", type=int, default=1024, help="feed-forward hidden width")
     bench.add_argument("--span", type=int, default=100, help="attention span (feedback, transformer-xl)")
     bench.add_argument("--context", type=int, default=256, help="gpt context window")
@@ -51,7 +52,10 @@ def run(args: argparse.Namespace) -> None:
     for name in ("repeats", "steps", "decode_tokens", "batch", "segment"):
         if getattr(args, name) < 1:
             raise FbtError(f"--{name.replace('_', '-')} must be >= 1")
-    base = {name: getattr(args, name) for name in ("dim", "layers", "heads", "ff", "span", "context", "vocab_size")}
+    base = {
+        name: getattr(args, name)
+        for name in ("dim", "layers", "heads", "head_dim", "ff", "span", "context", "vocab_size")
+    }
     log = (lambda message: print(message, file=sys.stderr)) if args.json else print
     device = str(resolve_device(args.device))
     report = run_bench(

@@ -24,6 +24,7 @@ RL_FLAGS = {
     "dim": "width of the observation encoding and the core",
     "layers": "blocks of the core (LSTM layers; MLP hidden layers)",
     "heads": "attention heads (transformer cores)",
+    "head_dim": "width of each head's queries/keys/values, 0: dim / heads (transformer cores)",
     "ff": "feed-forward hidden width (transformer cores)",
     "span": "past steps a step may attend to (transformer cores)",
     "steps": "environment steps per environment per PPO update",

@@ -58,6 +58,9 @@ def add_model_flags(model: argparse._ArgumentGroup) -> None:
     model.add_argument("--dim", type=int, help=config_help("residual width", "dim"))
     model.add_argument("--layers", type=int, help=config_help("blocks", "layers"))
     model.add_argument("--heads", type=int, help=config_help("attention heads", "heads"))
+    model.add_argument(
+        "--head-dim", type=int, help=config_help("width of each head's queries/keys/values, 0: dim / heads", "head_dim")
+    )
     model.add_argument("--ff", type=int, help=config_help("feed-forward hidden width", "ff"))
     model.add_argument("--span", type=int, help=config_help("past positions attention sees (feedback, xl)", "span"))
     model.add_argument("--context", type=int, help=config_help("gpt context window", "context"))
@@ -77,6 +80,26 @@ def add_model_flags(model: argparse._ArgumentGroup) -> None:
         action=argparse.BooleanOptionalAction,
         help="transformer-xl: a query also sees its own position (Transformer-XL proper; not the paper's baseline; "
         "default: no)",
+    )
+    model.add_argument(
+        "--adaptive-span",
+        action=argparse.BooleanOptionalAction,
+        help="feedback, transformer-xl: every head learns its span, up to --span (default: no)",
+    )
+    model.add_argument(
+        "--adaptive-span-ramp",
+        type=int,
+        help=config_help("adaptive span: ramp of the mask, in tokens", "adaptive_span_ramp"),
+    )
+    model.add_argument(
+        "--adaptive-span-init",
+        type=float,
+        help=config_help("adaptive span: initial span, a ratio of --span", "adaptive_span_init"),
+    )
+    model.add_argument(
+        "--adaptive-span-loss",
+        type=float,
+        help=config_help("adaptive span: loss per token of mean span, per layer", "adaptive_span_loss"),
     )
     model.add_argument("--decoder", choices=DECODERS, help=config_help("seq2seq: the decoder", "decoder"))
     model.add_argument(

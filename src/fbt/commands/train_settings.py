@@ -17,6 +17,7 @@ MODEL_FLAGS = (
     "dim",
     "layers",
     "heads",
+    "head_dim",
     "ff",
     "span",
     "context",
@@ -25,6 +26,10 @@ MODEL_FLAGS = (
     "memory_layer",
     "init",
     "attend_self",
+    "adaptive_span",
+    "adaptive_span_ramp",
+    "adaptive_span_init",
+    "adaptive_span_loss",
     "decoder",
     "encoder_layers",
 )

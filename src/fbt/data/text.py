@@ -3,6 +3,9 @@
 The file is split 90/5/5 into train/valid/test by position, which for the 100,000,000-byte enwik8 is the
 standard 90M/5M/5M split. Subword splits are the same byte ranges, each moved forward to the next character
 boundary, then tokenized. A TSV file with a `column` is read as that column's lines joined by line breaks.
+
+A directory holding `dataset.json` stands for the file that JSON names: `fbt data enwik8` checks a copy of
+enwik8 and writes it so, and `--data DIR` then reads DIR/enwik8.
 """
 
 from __future__ import annotations
@@ -15,12 +18,27 @@ import torch
 
 from fbt.data.splits import SPLITS, is_code_exec_dir
 from fbt.errors import FbtError
+from fbt.rundir import read_json
+
+DATASET_INFO = "dataset.json"  # in a dataset directory: {"file": NAME, ...}, the text file it holds
 
 
 def split_bounds(size: int) -> dict[str, tuple[int, int]]:
     """Byte range [start, end) of each split of a file of `size` bytes (integer arithmetic: exact for enwik8)."""
     train_end, valid_end = size * 90 // 100, size * 95 // 100
     return {"train": (0, train_end), "valid": (train_end, valid_end), "test": (valid_end, size)}
+
+
+def resolve_text_path(path: str | Path) -> Path:
+    """The text file `path` stands for: itself, or the file named by the dataset.json of a directory."""
+    path = Path(path)
+    info = path / DATASET_INFO
+    if not info.is_file():
+        return path
+    name = read_json(info).get("file")
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise FbtError(f'{info} does not name a file of {path} (expected "file": a file name)')
+    return path / name
 
 
 def check_text_file(path: Path) -> None:
@@ -36,7 +54,7 @@ def check_text_file(path: Path) -> None:
 
 def read_text_bytes(path: str | Path, column: str = "") -> bytes:
     """The file's bytes, or a TSV column's lines joined by line breaks."""
-    path = Path(path)
+    path = resolve_text_path(path)
     check_text_file(path)
     if not column:
         return path.read_bytes()
@@ -74,7 +92,7 @@ def load_text_split(path: str | Path, split: str) -> tuple[torch.Tensor, torch.T
     """
     if split not in SPLITS:
         raise FbtError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    path = Path(path)
+    path = resolve_text_path(path)
     check_text_file(path)
     size = os.path.getsize(path)
     bounds = split_bounds(size)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from fbt.errors import FbtError
-from fbt.models.registry import family_names
+from fbt.models.registry import family_names, model_class
 from fbt.rundir import config_from_dict
 
 DECODERS = ("feedback", "transformer")  # seq2seq decoders
@@ -21,7 +22,8 @@ class ModelConfig:
     vocab_size: int = 256  # number of token ids; bytes use 256
     dim: int = 256  # residual width D
     layers: int = 4  # number of blocks L
-    heads: int = 4  # attention heads; dim must be divisible by heads
+    heads: int = 4  # attention heads H
+    head_dim: int = 0  # width E of a head's queries, keys and values; 0: dim / heads (dim divisible by heads)
     ff: int = 1024  # hidden width of the feed-forward block
     span: int = 100  # feedback / transformer-xl: how many past positions a step may attend to
     context: int = 256  # gpt: fixed context window (absolute positions)
@@ -32,6 +34,12 @@ class ModelConfig:
     init: str = "paper"  # "paper": the authors' (PyTorch defaults, position keys N(0, 1)); "gpt2": N(0, 0.02)
     attend_self: bool = False  # transformer-xl: a query also sees its own position (distance 0), as in
     # Transformer-XL proper; False is the paper's baseline, which sees the previous `span` positions only
+    # feedback, transformer-xl: every head learns its span (models/adaptive_span.py): a mask over distances with
+    # a linear ramp, starting at init x span, and coefficient x the mean span in tokens added to the loss
+    adaptive_span: bool = False
+    adaptive_span_ramp: int = 32
+    adaptive_span_init: float = 0.0
+    adaptive_span_loss: float = 0.0
     decoder: str = "feedback"  # seq2seq: a "feedback" decoder (span, memory, shared_kv apply) or a "transformer" one
     encoder_layers: int = 2  # seq2seq: blocks of the (standard Transformer) encoder; `layers` is the decoder's
 
@@ -45,8 +53,10 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise FbtError(f"{name} must be a positive integer, got {value!r}")
-        if self.dim % self.heads:
-            raise FbtError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if not isinstance(self.head_dim, int) or isinstance(self.head_dim, bool) or self.head_dim < 0:
+            raise FbtError(f"head_dim must be a positive integer, or 0 for dim / heads, got {self.head_dim!r}")
+        if not self.head_dim and self.dim % self.heads:
+            raise FbtError(f"dim {self.dim} is not divisible by heads {self.heads}; give the head width (head_dim)")
         if not 0.0 <= self.dropout < 1.0:
             raise FbtError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.decoder not in DECODERS:
@@ -55,12 +65,26 @@ class ModelConfig:
             raise FbtError(f"unknown memory source {self.memory!r}; choose one of {', '.join(MEMORY_SOURCES)}")
         if self.init not in INITS:
             raise FbtError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
+        if not isinstance(self.adaptive_span_ramp, int) or self.adaptive_span_ramp < 1:
+            raise FbtError(f"adaptive_span_ramp must be a positive integer, got {self.adaptive_span_ramp!r}")
+        if not 0.0 <= self.adaptive_span_init <= 1.0:
+            raise FbtError(f"adaptive_span_init is a ratio of the span in [0, 1], got {self.adaptive_span_init}")
+        if not (self.adaptive_span_loss >= 0.0 and math.isfinite(self.adaptive_span_loss)):
+            raise FbtError(f"adaptive_span_loss must be >= 0, got {self.adaptive_span_loss}")
+        if self.adaptive_span and "adaptive_span" not in model_class(self.model).options:
+            raise FbtError(f"{self.model} has no adaptive span (--adaptive-span)")
         if not 0 <= self.memory_layer <= self.layers:
             raise FbtError(f"memory_layer must be in 0..{self.layers}, got {self.memory_layer}")
 
     @property
-    def head_dim(self) -> int:
-        return self.dim // self.heads
+    def head_width(self) -> int:
+        """E: head_dim, or dim / heads when it is 0."""
+        return self.head_dim or self.dim // self.heads
+
+    @property
+    def attention_dim(self) -> int:
+        """H·E, the width of queries, keys and values (all heads); the output projection maps it back to dim."""
+        return self.heads * self.head_width
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -31,7 +31,7 @@ class TransformerEncoder(nn.Module):
             raise FbtError(f"the source has {S} tokens; the encoder reads at most its context of {self.config.context}")
         x = embedded + self.pos_embed(torch.arange(S, device=embedded.device))
         mask = visible[:, None, None, :]  # (B, 1, 1, S): every query sees every real source token
-        empty = x.new_zeros(B, self.config.heads, 0, self.config.head_dim)
+        empty = x.new_zeros(B, self.config.heads, 0, self.config.head_width)
         for layer in self.layers:
             x, _, _ = run_layer(layer, self.checkpoint_activations, x, empty, empty, mask)
         return self.norm_out(x)

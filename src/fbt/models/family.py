@@ -12,6 +12,10 @@ A family is an nn.Module built as `cls(config)` from a ModelConfig, subclassing 
   (`fbt bench` reports MFU with it).
 - `state_tokens(config) -> int`: tokens a stream reads before its carried state stops growing.
 
+Optional, where a family has them: `diagnostics(state) -> dict` (values for the training log),
+`auxiliary_loss()` (a scalar tensor or None, added to the training loss) and `after_update()` (run after every
+optimiser step); adaptive spans (adaptive_span.py) use the last two.
+
 The defaults below may be overridden: `label` (fbt bench's name of a configuration), `reach` (how far back
 `fbt analyze memory` marks a step's direct reach) and `translates` (the family reads translation batches).
 The registry (registry.py) refuses a family that misses a declaration.
@@ -54,5 +58,7 @@ def layers_line(config: ModelConfig) -> str:
 
 
 def attention_line(config: ModelConfig) -> str:
-    """The attention sizes of a Transformer's `describe`: ", 4 heads, FF1024"."""
-    return f", {config.heads} heads, FF{config.ff}"
+    """The attention sizes of a Transformer's `describe`: ", 4 heads, FF1024", or ", 8 heads of 128, FF4096"
+    when the head width is set apart from the model width."""
+    width = f" of {config.head_width}" if config.head_dim else ""
+    return f", {config.heads} heads{width}, FF{config.ff}"

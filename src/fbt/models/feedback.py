@@ -6,14 +6,14 @@ The current step is never a key: its memory exists only once all layers have run
 token by token inside a segment. As in the authors' pre-norm code, the memory is layer-normalised before its
 key/value projections (see `kv_projections`): without it memory -> value -> residual -> memory is a loop with
 no normalisation, and training diverges. Relative positions are learned key embeddings shared by all layers:
-score_j = (q . k_j + q . p_{t-j}) / sqrt(head_dim). The step is feedback_step.py's, shared with the translation
+score_j = (q . k_j + q . p_{t-j}) / sqrt(E). The step is feedback_step.py's, shared with the translation
 decoder and the RL policy core.
 
-Shapes: B batch, T time (segment), D width, L layers, H heads, E head width (D / H), S span,
-n number of visible memories (n <= S), V vocabulary.
+Shapes: B batch, T time (segment), D width, L layers, H heads, E head width (D / H unless set), A = H·E,
+S span, n number of visible memories (n <= S), V vocabulary.
 
 State: a dict with the stream's last n <= S memories, "memory" (B, n, D), and their "keys" and "values",
-(B, n, D) with shared K/V or (L, B, n, D) with per-layer K/V. Keys/values were computed with the weights of
+(B, n, A) with shared K/V or (L, B, n, A) with per-layer K/V. Keys/values were computed with the weights of
 the forward that produced them: a training forward recomputes them from the memory, because the weights
 have moved since; an evaluation forward reuses them, which makes decoding cheap.
 """
@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fbt.models import adaptive_span
 from fbt.models.config import ModelConfig, kv_choice
 from fbt.models.family import ModelFamily, attention_line, layers_line
 from fbt.models.feedback_segment import fast_forward
@@ -31,10 +32,19 @@ from fbt.models.layers import init_position_keys, init_weights
 from fbt.models.pretrained import PretrainedLM
 
 
-class FeedbackTransformer(ModelFamily, PretrainedLM, FeedbackStack):
-    # keys/values (B, n, D) shared, (L, B, n, D) per layer: the batch is third from the end either way
+class FeedbackTransformer(ModelFamily, PretrainedLM, adaptive_span.AdaptiveSpanHost, FeedbackStack):
+    # keys/values (B, n, A) shared, (L, B, n, A) per layer: the batch is third from the end either way
     state_batch_dims = {"memory": 0, "keys": -3, "values": -3}
-    options = ("heads", "ff", "span", "shared_kv", "memory", "memory_layer")
+    options = (
+        "heads",
+        "head_dim",
+        "ff",
+        "span",
+        "shared_kv",
+        "memory",
+        "memory_layer",
+        *adaptive_span.OPTIONS,
+    )
 
     def __init__(self, config: ModelConfig):
         super().__init__(config, inputs={"embed": nn.Embedding(config.vocab_size, config.dim)})
@@ -53,10 +63,10 @@ class FeedbackTransformer(ModelFamily, PretrainedLM, FeedbackStack):
 
     @classmethod
     def forward_flops_per_token(cls, config: ModelConfig) -> int:
-        D, F, L = config.dim, config.ff, config.layers
+        D, A, F, L = config.dim, config.attention_dim, config.ff, config.layers
         # q and out per layer; the memory's K/V once per token when shared, per layer otherwise.
-        kv = 4 * D * D * (1 if config.shared_kv else L)
-        return L * (4 * D * D + 4 * D * F + 6 * config.span * D) + kv + 2 * D * config.vocab_size
+        kv = 4 * D * A * (1 if config.shared_kv else L)
+        return L * (4 * D * A + 4 * D * F + 6 * config.span * A) + kv + 2 * D * config.vocab_size
 
     @classmethod
     def state_tokens(cls, config: ModelConfig) -> int:
@@ -85,8 +95,9 @@ class FeedbackTransformer(ModelFamily, PretrainedLM, FeedbackStack):
 
     @torch.no_grad()
     def diagnostics(self, state: dict | None) -> dict:
-        """What a training log shows to see a run drift: the carried memory's RMS and the layer mix."""
-        out: dict = {}
+        """What a training log shows to see a run drift: the carried memory's RMS, the layer mix and the
+        learned spans."""
+        out: dict = adaptive_span.span_report(self, self.config.adaptive_span_loss)
         if state is not None and state["memory"].numel():
             out["memory_rms"] = state["memory"].float().square().mean().sqrt().item()
         if self.config.memory == "all":
@@ -99,10 +110,11 @@ class FeedbackTransformer(ModelFamily, PretrainedLM, FeedbackStack):
         embedded = self.embed(tokens)  # (B, T, D)
         start = self.start_state(state, tokens.shape[0], embedded)
         window = self.open_window(start["memory"], start["keys"], start["values"])
+        reach = adaptive_span.reach(self, self.config.span)
         tops = []
         for t in range(tokens.shape[1]):
-            x, window = self.step(embedded[:, t], window, t)
+            x, window = self.step(embedded[:, t], window, t, reach=reach)
             tops.append(x)
         logits = self.head(self.norm_out(torch.stack(tops, dim=1)))  # (B, T, V)
-        keys, values = self.merge_heads(window.keys), self.merge_heads(window.values)  # (..., B, n, D)
+        keys, values = self.merge_heads(window.keys), self.merge_heads(window.values)  # (..., B, n, A)
         return logits, {"memory": window.memory.detach(), "keys": keys.detach(), "values": values.detach()}

@@ -25,7 +25,7 @@ from fbt.models.layers import CrossAttention, source_state
 class FeedbackDecoderLayer(FeedbackLayer):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
-        self.cross = CrossAttention(config.dim, config.heads, config.dropout)
+        self.cross = CrossAttention(config.dim, config.heads, config.head_width, config.dropout)
 
     def forward(self, x, keys, values, pos_keys, visible, cross_keys, cross_values, source_visible):
         """One step: x (B, D); memory keys/values (B, H, n, E); pos_keys (E, n); visible None (every memory);

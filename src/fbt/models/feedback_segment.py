@@ -19,6 +19,11 @@ for distance d), and one strided view reads such a buffer by absolute memory ind
 grouped in blocks of BLOCK: when a block is done, its contribution to every earlier memory is added in one
 batched matmul (kv_acc), and within a block the few remaining terms are gathered per step.
 
+Adaptive spans (adaptive_span.py): each layer's softmax p is multiplied by its heads' span masks m and
+renormalised, p^ = p m / (sum p m + eps); p^ then plays the part p plays without them, and the backward goes
+through the renormalisation to p (saved) and to the spans z, whose gradient sums d(p m) p dm/dz over steps and
+streams (dm/dz = 1/R inside the ramp). The caller runs the segment with the span cut to the heads' reach.
+
 Large buffers come from a pool and go back to it when the segment's graph is freed, so that training does not
 pay for fresh pages every segment.
 
@@ -27,7 +32,7 @@ Precision: the projections' matmuls take their operands in the dtype of the weig
 the recurrence run in the embedding's dtype (fp32 then). With one dtype throughout (fp32, or float64 for the
 gradient checks) the two coincide and nothing is cast.
 
-Shapes: B batch, T time (segment), D width, L layers, H heads, E head width (D / H), F feed-forward width,
+Shapes: B batch, T time (segment), D width, L layers, H heads, E head width, A = H·E, F feed-forward width,
 S span, n visible memories at a step (n <= S), n0 carried memories (n0 <= S), N = n0 + T memories of the
 segment, K key/value projections (1 shared, L per layer), BH = B·H, W = S + BLOCK - 1 width of a score row.
 """
@@ -44,6 +49,7 @@ import torch
 from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
+from fbt.models import adaptive_span
 from fbt.models.layers import checkpoint_group, dropout_noise
 
 # Parameters of one FeedbackLayer, in the order the segment takes them.
@@ -75,6 +81,7 @@ class SegmentSpec:
     memory_layer: int  # with memory == "layer": 0 is the embedding, L the top output
     dropout: float  # on attention probabilities and the FFN hidden layer; 0 outside training
     eps: float  # LayerNorm epsilon
+    ramp: int = 0  # with adaptive spans (adaptive_span.py) their ramp R; 0: no span masks
 
 
 class LayerWeights(NamedTuple):
@@ -82,8 +89,8 @@ class LayerWeights(NamedTuple):
 
     norm_attn_weight: torch.Tensor
     norm_attn_bias: torch.Tensor
-    query: torch.Tensor  # (D, D), pre-scaled by 1/sqrt(E): see segment_weights
-    attn_out: torch.Tensor  # (D, D)
+    query: torch.Tensor  # (A, D), pre-scaled by 1/sqrt(E): see segment_weights
+    attn_out: torch.Tensor  # (D, A)
     norm_ff_weight: torch.Tensor
     norm_ff_bias: torch.Tensor
     hidden_weight: torch.Tensor  # (F, D)
@@ -193,7 +200,7 @@ class _Segment:
     through a grid of per-(layer, step) views.
     """
 
-    def __init__(self, spec, embedded, keys, values, pos_keys, mix_logits, weights, save: bool):
+    def __init__(self, spec, embedded, keys, values, pos_keys, mix_logits, span_lengths, weights, save: bool):
         self.spec, self.save, self.like = spec, save, embedded
         # Matmul operands in the projections' dtype, the rest in the embedding's (see Precision above).
         self.dtype, self.matmul_dtype = embedded.dtype, weights[0].dtype
@@ -201,14 +208,15 @@ class _Segment:
         self.owned = []  # pooled buffers, given back by release()
         B, T, D = embedded.shape
         H, S = spec.heads, spec.span
-        E = D // H
+        E = pos_keys.shape[0]
         K = 1 if keys.dim() == 3 else keys.shape[0]
         n0 = keys.shape[-2]
         self.B, self.T, self.D, self.H, self.E, self.S, self.K, self.n0 = B, T, D, H, E, S, K, n0
+        self.A = H * E
         self.BH, self.N, self.p = B * H, n0 + T, spec.dropout
         self.visible = [min(n0 + t, S) for t in range(T)]  # n at each step
         # Key then value projections of the normalised memory, K of each, with the memory norms' affine maps
-        # folded in (see segment_weights): kv = LN0(m) @ kv_stackᵀ + kv_bias, kv_stack (2 K D, D).
+        # folded in (see segment_weights): kv = LN0(m) @ kv_stackᵀ + kv_bias, kv_stack (2 K A, D).
         self.kv_stack, self.kv_bias = weights[0], weights[1]
         layer_params = weights[2:]
         L = self.L = len(layer_params) // len(LAYER_PARAMETERS)
@@ -217,6 +225,7 @@ class _Segment:
         self.pos_keys = pos_keys  # (E, S); column S - d is distance d
         self.mix_logits = mix_logits
         self.mix = self._mix_coefficients()
+        self.span_masks = None if span_lengths is None else self._span_masks(span_lengths)
         self.forward_weights = [
             self._transposed(w.query, w.attn_out, w.hidden_weight, w.ff_out_weight) for w in self.layers
         ]
@@ -274,13 +283,21 @@ class _Segment:
         mix[L if spec.memory == "top" else spec.memory_layer] = 1.0
         return mix
 
+    def _span_masks(self, span_lengths):
+        """The adaptive span masks (L, H, S) in distance layout (column S - d for distance d) of the spans
+        span_lengths (L, H); for the backward, their slopes dmask/dspan: 1/R inside the ramp, else 0."""
+        distances = torch.arange(self.S, 0, -1, device=span_lengths.device, dtype=span_lengths.dtype)
+        raw = (span_lengths[:, :, None] + 1 - distances) / self.spec.ramp + 1
+        self.span_slopes = ((raw > 0) & (raw < 1)).to(raw.dtype) / self.spec.ramp
+        return raw.clamp(0, 1)
+
     def _allocate_saved(self):
-        T, L, B, D, BH, E, F = self.T, self.L, self.B, self.D, self.BH, self.E, self.F
+        T, L, B, D, A, BH, E, F = self.T, self.L, self.B, self.D, self.A, self.BH, self.E, self.F
         # Widest distance the memory-gradient gathers read (see _flush_block).
         self.W = self.S + BLOCK - 1
         buffer, C = self.buffer, self.matmul_dtype
-        self.queries = buffer(T, L, B, D)  # q~ in head layout (B, H, E) = (B, D)
-        self.attended = buffer(L, T, B, D, dtype=C)  # attention output before Wo
+        self.queries = buffer(T, L, B, A)  # q~ in head layout (B, H, E) = (B, A)
+        self.attended = buffer(L, T, B, A, dtype=C)  # attention output before Wo
         self.mids = buffer(L, T, B, D)  # x + attention, the FFN's input
         self.hidden = buffer(L, T, B, F, dtype=C)  # after ReLU and dropout
         # LayerNorm outputs, means and rstds of the attention and FFN sublayers.
@@ -288,6 +305,8 @@ class _Segment:
         self.ff_norm = (buffer(L, T, B, D, dtype=C), buffer(L, T, B, 1), buffer(L, T, B, 1))
         # Distance layout: zeros left of the n visible memories.
         self.probs = buffer(T, L, BH, self.W, zero=True)
+        if self.span_masks is not None:  # the softmax before the span masks; probs holds it masked and renormalised
+            self.softmax = buffer(T, L, BH, self.W, zero=True)
         if self.p > 0:
             self.dropped = buffer(T, L, BH, self.W, zero=True)  # after dropout
             self.noise = buffer(T, L, BH, self.W)
@@ -317,6 +336,8 @@ class _Segment:
         T, L, S, K = self.T, self.L, self.S, self.K
         if self.save:
             self.prob_rows = self._visible_rows(self.probs)
+            if self.span_masks is not None:
+                self.softmax_rows = self._visible_rows(self.softmax)
             if self.p > 0:
                 self.dropped_rows, self.noise_rows = self._visible_rows(self.dropped), self._visible_rows(self.noise)
         for t in range(T):
@@ -348,21 +369,27 @@ class _Segment:
 
     def _attention_forward(self, t, l, x, keys, values, pos):
         """x + Wo Attn(LN(x)) of layer l at step t; keys (BH, E, n), values (BH, n, E), pos (E, n)."""
-        B, D, BH, E, w = self.B, self.D, self.BH, self.E, self.layers[l]
+        B, A, BH, E, w = self.B, self.A, self.BH, self.E, self.layers[l]
         query_t, out_t = self.forward_weights[l][:2]
         normed = self._layer_norm(x, w.norm_attn_weight, w.norm_attn_bias, self.attn_norm_grid[l][t])
-        q = into(self.query_grid[l][t], torch.mm, normed, query_t).to(self.dtype)  # (B, D) = (BH, E)
+        q = into(self.query_grid[l][t], torch.mm, normed, query_t).to(self.dtype)  # (B, A) = (BH, E)
         heads = q.view(BH, 1, E)
         scores = torch.baddbmm(torch.mm(q.view(BH, E), pos).unsqueeze(1), heads, keys)  # (BH, 1, n)
-        probs = torch.softmax(scores, dim=-1)
+        probs = softmax = torch.softmax(scores, dim=-1)
+        if self.span_masks is not None:
+            n = probs.shape[-1]
+            mask = self.span_masks[l][:, self.S - n :]  # (H, n)
+            probs = adaptive_span.renormalise(probs.view(B, -1, n), mask).view(BH, 1, n)
         dropped = probs
         if self.p > 0:
             noise = dropout_noise(probs, self.p)
             dropped = probs * noise
         attended = into(self.attended_grid[l][t], torch.bmm, dropped, values).to(self.matmul_dtype)  # (BH, 1, E)
-        mid = self._residual(x, attended.view(B, D), out_t, out=self.mid_grid[l][t])
+        mid = self._residual(x, attended.view(B, A), out_t, out=self.mid_grid[l][t])
         if self.save:
             self.prob_rows[l][t].copy_(probs.squeeze(1))
+            if self.span_masks is not None:
+                self.softmax_rows[l][t].copy_(softmax.squeeze(1))
             if self.p > 0:
                 self.dropped_rows[l][t].copy_(dropped.squeeze(1))
                 self.noise_rows[l][t].copy_(noise.squeeze(1))
@@ -399,7 +426,7 @@ class _Segment:
             row = self.memories[t].view(1, -1)
             torch.mm(self.mix_weights.view(1, L + 1), self.states[:, t].view(L + 1, -1), out=row)
         normed = self._layer_norm(self.all_memories()[t], None, None, self.memory_norm_grid[t])
-        kv = torch.addmm(self.kv_bias, normed, self.kv_stack_t)  # (B, 2 K D), written in the buffer's dtype
+        kv = torch.addmm(self.kv_bias, normed, self.kv_stack_t)  # (B, 2 K A), written in the buffer's dtype
         self.kv[:, :, :, :, self.n0 + t] = kv.view(B, 2, K, H, E).permute(1, 2, 0, 3, 4)
 
     def all_memories(self):
@@ -409,13 +436,13 @@ class _Segment:
         return self.states[self.L if self.spec.memory == "top" else self.spec.memory_layer]
 
     def outputs(self):
-        """Top outputs and memories (B, T, D); keys and values of the new memories, (B, T, D) or (L, B, T, D).
+        """Top outputs and memories (B, T, D); keys and values of the new memories, (B, T, A) or (L, B, T, A).
 
         Copies: the buffers go back to the pool with the segment."""
-        B, T, D, K, n0 = self.B, self.T, self.D, self.K, self.n0
+        B, T, A, K, n0 = self.B, self.T, self.A, self.K, self.n0
         top = _copy(self.states[self.L].transpose(0, 1))
         memories = _copy(self.all_memories().transpose(0, 1))
-        new = _copy(self.kv[:, :, :, :, n0:].permute(0, 1, 2, 4, 3, 5)).view(2, K, B, T, D)
+        new = _copy(self.kv[:, :, :, :, n0:].permute(0, 1, 2, 4, 3, 5)).view(2, K, B, T, A)
         if K == 1:
             new = new.squeeze(1)
         return top, memories, new[0], new[1]
@@ -424,7 +451,7 @@ class _Segment:
 
     def backward(self, d_top, d_memories, d_keys, d_values):
         """Gradients w.r.t. (embedded, keys, values, pos_keys, mix_logits, *weights) given the outputs' grads."""
-        T, L, B, D, K, BH, E, F = self.T, self.L, self.B, self.D, self.K, self.BH, self.E, self.F
+        T, L, B, D, A, K, BH, E, F = self.T, self.L, self.B, self.D, self.A, self.K, self.BH, self.E, self.F
         buffer = self.buffer
         forward_buffers = len(self.owned)
         self.d_outs = buffer(L, T, B, D)  # w.r.t. each layer's output x^{l+1}
@@ -432,14 +459,16 @@ class _Segment:
         self.d_pre = buffer(L, T, B, F, dtype=self.matmul_dtype)  # w.r.t. the FFN hidden layer before ReLU
         self.d_ff_normed = buffer(L, T, B, D)
         self.d_attn_normed = buffer(L, T, B, D)
-        self.d_queries = buffer(L, T, B, D, dtype=self.matmul_dtype)
-        self.d_attended = buffer(T, L, B, D)
+        self.d_queries = buffer(L, T, B, A, dtype=self.matmul_dtype)
+        self.d_attended = buffer(T, L, B, A)
         self.d_scores = buffer(T, L, BH, self.W, zero=True)  # distance layout, as probs
-        self.d_kv = buffer(T, 2, K, B, D)  # w.r.t. the keys/values of the new memories
+        self.d_kv = buffer(T, 2, K, B, A)  # w.r.t. the keys/values of the new memories
         # Key/value gradients of all memories from the steps of flushed blocks (see _flush_block).
         self.kv_acc = buffer(2, K, BH, self.N, E, zero=True)
         self.block_scratch = buffer(BLOCK, L, BH, self.S)
         self.d_memories = buffer(T, B, D)
+        if self.span_masks is not None:
+            self.d_span_masks = buffer(L, self.H, self.S, zero=True)  # distance layout, as span_masks
         self.d_embedded = self.like.new_empty(B, T, D)  # returned, so not pooled
         self.abs_scores = self._absolute(self.d_scores)
         self.abs_dropped = self._absolute(self.dropped)
@@ -476,7 +505,7 @@ class _Segment:
         return buffer.as_strided((T, L, R, self.N - 1), (L * R * W - 1, R * W, W, 1), W - self.n0)
 
     def _new_kv_grads(self, d_keys, d_values):
-        """Gradients w.r.t. the returned keys/values as (T, K, B, D) views, or None."""
+        """Gradients w.r.t. the returned keys/values as (T, K, B, A) views, or None."""
 
         def steps_first(grad):
             if grad is None:
@@ -520,8 +549,8 @@ class _Segment:
         """dm_t (B, D) = sum over projections of dk_t Wk + dv_t Wv (+ the output's gradient), or None if zero.
 
         dk_t, dv_t come from the later steps of t's block (gathered here) and from later blocks (kv_acc)."""
-        T, K, B, D, BH, E = self.T, self.K, self.B, self.D, self.BH, self.E
-        d_kv = self.d_kv[t]  # (2, K, B, D)
+        T, K, B, D, A, BH, E = self.T, self.K, self.B, self.D, self.A, self.BH, self.E
+        d_kv = self.d_kv[t]  # (2, K, B, A)
         block_end = min(T, t - t % BLOCK + BLOCK)
         if t + 1 < block_end:
             self._gather(self.abs_scores, self.queries, t, block_end, out=d_kv[0])
@@ -536,8 +565,8 @@ class _Segment:
         if t == T - 1 and d_new_kv == (None, None):
             d_memory = None
         else:
-            d_kv_c = d_kv.view(2 * K, B, D).to(self.matmul_dtype)
-            d_normed = torch.bmm(d_kv_c, self.kv_stack.view(2 * K, D, D)).sum(0).to(self.dtype)
+            d_kv_c = d_kv.view(2 * K, B, A).to(self.matmul_dtype)
+            d_normed = torch.bmm(d_kv_c, self.kv_stack.view(2 * K, A, D)).sum(0).to(self.dtype)
             _, mean, rstd = self.memory_norm_grid[t]
             d_memory = layer_norm_backward(d_normed, self.all_memories()[t], mean, rstd, None)
         if d_memories is not None:
@@ -549,8 +578,8 @@ class _Segment:
         return d_memory
 
     def _gather(self, coefficients, vectors, t, stop, out):
-        """out (K, B, D): sum over steps t' in (t, stop) (and over layers with shared K/V) of
-        coefficients[t', l, bh, n0 + t] * vectors[t', l, bh]; vectors (T, L, B, D) in head layout."""
+        """out (K, B, A): sum over steps t' in (t, stop) (and over layers with shared K/V) of
+        coefficients[t', l, bh, n0 + t] * vectors[t', l, bh]; vectors (T, L, B, A) in head layout."""
         L, BH, E = self.L, self.BH, self.E
         c = coefficients[t + 1 : stop, :, :, self.n0 + t]  # (R, L, BH)
         v = vectors[t + 1 : stop].view(-1, L, BH, E)  # (R, L, BH, E)
@@ -603,26 +632,40 @@ class _Segment:
 
     def _attention_backward(self, t, l, d_mid, keys, values, pos, out):
         """out = gradient w.r.t. the layer input x given d_mid (B, D) w.r.t. x + attention."""
-        B, D, BH, E, w = self.B, self.D, self.BH, self.E, self.layers[l]
+        B, A, BH, E, w = self.B, self.A, self.BH, self.E, self.layers[l]
         _, mean, rstd = self.attn_norm_grid[l][t]
-        d_attended = into(self.d_attended_grid[l][t], torch.mm, d_mid.to(self.matmul_dtype), w.attn_out)  # (B, D)
+        d_attended = into(self.d_attended_grid[l][t], torch.mm, d_mid.to(self.matmul_dtype), w.attn_out)  # (B, A)
         d_dropped = torch.bmm(d_attended.view(BH, 1, E), values.transpose(1, 2))  # (BH, 1, n)
         if self.p > 0:
             d_dropped.mul_(self.noise_rows[l][t].unsqueeze(1))
         probs = self.prob_rows[l][t].unsqueeze(1)
+        if self.span_masks is not None:
+            d_dropped, probs = self._span_mask_backward(l, t, d_dropped, probs)
         d_scores = torch._softmax_backward_data(d_dropped, probs, -1, d_dropped.dtype)  # (BH, 1, n)
         self.d_score_rows[l][t].copy_(d_scores.squeeze(1))
         d_queries = torch.mm(d_scores.squeeze(1), pos.t()).unsqueeze(1)  # (BH, 1, E)
         d_queries = into(self.d_query_grid[l][t], torch.baddbmm, d_queries, d_scores, keys.transpose(1, 2))
-        d_normed = into(self.d_attn_normed_grid[l][t], torch.mm, d_queries.view(B, D), w.query)
+        d_normed = into(self.d_attn_normed_grid[l][t], torch.mm, d_queries.view(B, A), w.query)
         d_x = layer_norm_backward(d_normed, self.state_grid[l][t], mean, rstd, w.norm_attn_weight)
         torch.add(d_x, d_mid, out=out)
+
+    def _span_mask_backward(self, l, t, d_renormed, renormed):
+        """Through p^ = p m / (sum p m + eps): the gradient w.r.t. the softmax p given d_renormed (BH, 1, n)
+        w.r.t. p^, and p (BH, 1, n) for the softmax's backward. Adds the masks' share of the span gradient."""
+        B, S, n = self.B, self.S, renormed.shape[-1]
+        mask = self.span_masks[l][:, S - n :]  # (H, n)
+        softmax = self.softmax_rows[l][t].view(B, -1, n)
+        grad, renormed = d_renormed.view(B, -1, n), renormed.view(B, -1, n)
+        total = (softmax * mask).sum(-1, keepdim=True) + adaptive_span.EPSILON
+        d_masked = (grad - (grad * renormed).sum(-1, keepdim=True)) / total  # w.r.t. p m, (B, H, n)
+        self.d_span_masks[l][:, S - n :] += (d_masked * softmax).sum(0)
+        return (d_masked * mask).view(self.BH, 1, n), softmax.view(self.BH, 1, n)
 
     def _input_grads(self):
         E = self.E
         layer_grads = [g for l in range(self.L) for g in self._layer_grads(l)]
-        d_kv = self.d_kv.permute(1, 2, 4, 0, 3).reshape(2 * self.K * self.D, -1).to(self.matmul_dtype)  # (2 K D, T B)
-        d_kv_stack = d_kv @ rows(self.memory_norm[0])  # (2 K D, D)
+        d_kv = self.d_kv.permute(1, 2, 4, 0, 3).reshape(2 * self.K * self.A, -1).to(self.matmul_dtype)  # (2 K A, T B)
+        d_kv_stack = d_kv @ rows(self.memory_norm[0])  # (2 K A, D)
         d_kv_bias = d_kv.sum(1)
         # Scores' gradients by distance: column W - S + c of a row belongs to pos_keys column c.
         d_pos = rows(self.queries).view(-1, E).t() @ rows(self.d_scores[..., self.W - self.S :])
@@ -631,21 +674,22 @@ class _Segment:
             # A matrix-vector product as mm: bf16 mv has no fast kernel on CPU.
             d_weights = torch.mm(self.states.view(self.L + 1, -1), self.d_memories.view(-1, 1)).view(-1)  # (L + 1,)
             d_mix = torch._softmax_backward_data(d_weights, self.mix_weights, 0, d_weights.dtype)
+        d_spans = None if self.span_masks is None else (self.d_span_masks * self.span_slopes).sum(-1)  # (L, H)
         d_keys, d_values = self._carried_grads()
-        return (self.d_embedded, d_keys, d_values, d_pos, d_mix, d_kv_stack, d_kv_bias, *layer_grads)
+        return (self.d_embedded, d_keys, d_values, d_pos, d_mix, d_spans, d_kv_stack, d_kv_bias, *layer_grads)
 
     def _layer_grads(self, l):
         """Layer l's parameter gradients (LAYER_PARAMETERS order): sums over steps as one matmul each."""
-        D, F, w = self.D, self.F, self.layers[l]
+        D, A, F, w = self.D, self.A, self.F, self.layers[l]
         first = 1 if self.n0 == 0 else 0  # the first step of a fresh stream skips attention
         if first < self.T:
             normed, mean, rstd = (b[l, first:].flatten(0, 1) for b in self.attn_norm)  # (T B, .)
             d_normed = self.d_attn_normed[l, first:].view(-1, D)
             x = self.states[l, first:].view(-1, D)
             d_norm_attn = layer_norm_param_grads(d_normed, x, mean, rstd, w.norm_attn_weight, w.norm_attn_bias)
-            d_query = torch.mm(self.d_queries[l, first:].view(-1, D).t(), normed)
+            d_query = torch.mm(self.d_queries[l, first:].view(-1, A).t(), normed)
             d_mids = self.d_mids[l, first:].view(-1, D).to(self.matmul_dtype)
-            d_out = torch.mm(d_mids.t(), self.attended[l, first:].view(-1, D))
+            d_out = torch.mm(d_mids.t(), self.attended[l, first:].view(-1, A))
         else:
             d_norm_attn = (torch.zeros_like(w.norm_attn_weight), torch.zeros_like(w.norm_attn_bias))
             d_query, d_out = torch.zeros_like(w.query), torch.zeros_like(w.attn_out)
@@ -659,23 +703,24 @@ class _Segment:
         return (*d_norm_attn, d_query, d_out, *d_norm_ff, *d_hidden, *d_ff_out)
 
     def _carried_grads(self):
-        """Gradients w.r.t. the carried keys/values (B, n0, D) or (L, B, n0, D), complete after the last flush."""
+        """Gradients w.r.t. the carried keys/values (B, n0, A) or (L, B, n0, A), complete after the last flush."""
         K, B, H, n0 = self.K, self.B, self.H, self.n0
-        grads = _copy(self.kv_acc[..., :n0, :].unflatten(2, (B, H)).transpose(3, 4)).view(2, K, B, n0, self.D)
+        grads = _copy(self.kv_acc[..., :n0, :].unflatten(2, (B, H)).transpose(3, 4)).view(2, K, B, n0, self.A)
         return (grads[0, 0], grads[1, 0]) if K == 1 else (grads[0], grads[1])
 
 
 class FeedbackSegment(torch.autograd.Function):
-    """(spec, embedded (B, T, D), keys, values (B, n0, D) or (L, B, n0, D), pos_keys (E, S),
-    mix_logits (L + 1,) or None, *weights) -> top (B, T, D), memories (B, T, D), new keys, new values.
+    """(spec, embedded (B, T, D), keys, values (B, n0, A) or (L, B, n0, A), pos_keys (E, S),
+    mix_logits (L + 1,) or None, span_lengths (L, H) or None, *weights) -> top (B, T, D), memories (B, T, D), new
+    keys, new values. span_lengths are the adaptive spans z (in tokens) when spec.ramp is set.
 
-    weights: kv_stack (2 K D, D) and kv_bias (2 K D,), the K key then the K value projections of the
+    weights: kv_stack (2 K A, D) and kv_bias (2 K A,), the K key then the K value projections of the
     normalised memory (see segment_weights), then LAYER_PARAMETERS of each layer, the query's pre-scaled.
     """
 
     @staticmethod
-    def forward(ctx, spec, embedded, keys, values, pos_keys, mix_logits, *weights):
-        segment = _Segment(spec, embedded, keys, values, pos_keys, mix_logits, weights, save=True)
+    def forward(ctx, spec, embedded, keys, values, pos_keys, mix_logits, span_lengths, *weights):
+        segment = _Segment(spec, embedded, keys, values, pos_keys, mix_logits, span_lengths, weights, save=True)
         segment.forward()
         ctx.segment = segment
         ctx.set_materialize_grads(False)
@@ -696,31 +741,31 @@ class FeedbackSegment(torch.autograd.Function):
 
 
 @torch.compiler.disable  # a hand-scheduled loop with its own backward: torch.compile traces around it
-def feedback_segment(spec, embedded, keys, values, pos_keys, mix_logits, weights):
+def feedback_segment(spec, embedded, keys, values, pos_keys, mix_logits, span_lengths, weights):
     """Runs one segment's recurrence (see FeedbackSegment); saves nothing when no gradient is needed."""
-    tensors = (embedded, keys, values, pos_keys, mix_logits, *weights)
+    tensors = (embedded, keys, values, pos_keys, mix_logits, span_lengths, *weights)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return FeedbackSegment.apply(spec, *tensors)
     with torch.no_grad():
-        segment = _Segment(spec, embedded, keys, values, pos_keys, mix_logits, weights, save=False)
+        segment = _Segment(spec, embedded, keys, values, pos_keys, mix_logits, span_lengths, weights, save=False)
         segment.forward()
         return segment.outputs()
 
 
 @torch.compiler.disable
-def segment_in_groups(spec, embedded, keys, values, pos_keys, mix_logits, weights):
+def segment_in_groups(spec, embedded, keys, values, pos_keys, mix_logits, span_lengths, weights):
     """feedback_segment over consecutive groups of steps, each recomputed in backward (activation
     checkpointing): the forward keeps only each group's inputs, and backward re-runs one group at a time with
     its buffers. The reentrant checkpoint runs the first forward without a graph, so the segment saves no
     buffers then; the new keys/values carry the gradient from group to group."""
 
-    def group_segment(embedded, keys, values, pos_keys, mix_logits, *weights):
-        return feedback_segment(spec, embedded, keys, values, pos_keys, mix_logits, list(weights))
+    def group_segment(embedded, keys, values, pos_keys, mix_logits, span_lengths, *weights):
+        return feedback_segment(spec, embedded, keys, values, pos_keys, mix_logits, span_lengths, list(weights))
 
     outputs = []
     for part in embedded.split(checkpoint_group(embedded.shape[1]), dim=1):
         top, memories, new_keys, new_values = checkpoint(
-            group_segment, part, keys, values, pos_keys, mix_logits, *weights, use_reentrant=True
+            group_segment, part, keys, values, pos_keys, mix_logits, span_lengths, *weights, use_reentrant=True
         )
         outputs.append((top, memories, new_keys, new_values))
         keys = torch.cat([keys, new_keys], dim=-2)[..., -spec.span :, :]
@@ -747,7 +792,7 @@ def segment_weights(model) -> list:
     ]
     bias = [key.weight @ norm.bias for norm, key, _ in pairs] + [value.weight @ norm.bias for norm, _, value in pairs]
     # Queries are computed pre-scaled, q~ = (Wq / sqrt(E)) LN(x), so that a score is q~ . (k + p) directly.
-    scale = {"query.weight": 1.0 / math.sqrt(model.config.head_dim)}
+    scale = {"query.weight": 1.0 / math.sqrt(model.config.head_width)}
     layers = [
         layer.get_parameter(name) * scale[name] if name in scale else layer.get_parameter(name)
         for layer in model.layers
@@ -802,14 +847,21 @@ def fast_forward(model, tokens: torch.Tensor, state: dict | None = None):
     B, T = tokens.shape
     embedded = model.embed(tokens)  # (B, T, D)
     start = model.start_state(state, B, embedded)
+    # With adaptive spans the recurrence reads only the memories within the heads' reach (their masks are 0
+    # beyond it), as if the span were that long; the carried state keeps all S.
+    S, reach = cfg.span, adaptive_span.reach(model, cfg.span)
     spec = SegmentSpec(
         heads=cfg.heads,
-        span=cfg.span,
+        span=reach,
         memory=cfg.memory,
         memory_layer=cfg.memory_layer,
         dropout=cfg.dropout if model.training else 0.0,
         eps=model.norm_out.eps,
+        ramp=cfg.adaptive_span_ramp if cfg.adaptive_span else 0,
     )
+    span_lengths = None
+    if cfg.adaptive_span:
+        span_lengths = torch.stack([layer.adaptive_span.lengths() for layer in model.layers])  # (L, H)
     mix_logits = model.memory_weights if cfg.memory == "all" else None
     run = segment_in_groups if model.checkpoint_activations and torch.is_grad_enabled() else feedback_segment
     dtype = model.pos_keys.dtype  # the weights' (float64 for gradient checks)
@@ -819,15 +871,15 @@ def fast_forward(model, tokens: torch.Tensor, state: dict | None = None):
         top, memories, keys, values = run(
             spec,
             embedded.to(dtype),
-            start["keys"].to(dtype),
-            start["values"].to(dtype),
-            model.pos_keys,
+            start["keys"][..., -reach:, :].to(dtype),
+            start["values"][..., -reach:, :].to(dtype),
+            model.pos_keys[:, S - reach :],
             mix_logits,
+            span_lengths,
             weights,
         )
     logits = model.head(model.norm_out(top))  # (B, T, V), in parallel over time
     with torch.no_grad():  # the carried state is detached
-        S = cfg.span
         state = {
             "memory": torch.cat([start["memory"], memories], dim=1)[:, -S:],
             "keys": torch.cat([start["keys"], keys], dim=-2)[..., -S:, :],

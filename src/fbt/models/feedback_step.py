@@ -13,7 +13,8 @@ RL core keeps n = S slots from the start, zero memories included, and masks the 
 an earlier episode (`visible` (B, S)): environments start episodes at different steps, which a window shared
 by the batch cannot express otherwise. That mask is the one difference between the hosts.
 
-Shapes: B batch, D width, L layers, H heads, E head width (D / H), S span, n memories in the window.
+Shapes: B batch, D width, L layers, H heads, E head width (D / H unless set), A = H·E, S span, n memories in
+the window.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from fbt.models.adaptive_span import AdaptiveSpan, renormalise, span_words
 from fbt.models.config import ModelConfig, kv_choice
 from fbt.models.layers import BernoulliDropout, FeedForward, run_layer
 
@@ -34,19 +36,23 @@ class FeedbackLayer(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        D = config.dim
-        self.heads = config.heads
+        D, A = config.dim, config.attention_dim
+        self.heads, self.head_width = config.heads, config.head_width
         self.norm_attn = nn.LayerNorm(D)
-        self.query = nn.Linear(D, D, bias=False)
-        self.out = nn.Linear(D, D, bias=False)
+        self.query = nn.Linear(D, A, bias=False)
+        self.out = nn.Linear(A, D, bias=False)
         self.norm_ff = nn.LayerNorm(D)
         # Dropout as the fast segment draws it (BernoulliDropout), so both paths apply one mask on any device.
         self.ff = FeedForward(D, config.ff, config.dropout, BernoulliDropout)
         self.attn_dropout = BernoulliDropout(config.dropout)
+        if config.adaptive_span:
+            self.adaptive_span = AdaptiveSpan(
+                config.heads, config.span, config.adaptive_span_ramp, config.adaptive_span_init
+            )
         if not config.shared_kv:
             # The released enwik8 run projects the shared memory separately for each layer.
-            self.key = nn.Linear(D, D, bias=False)
-            self.value = nn.Linear(D, D, bias=False)
+            self.key = nn.Linear(D, A, bias=False)
+            self.value = nn.Linear(D, A, bias=False)
 
     def forward(
         self,
@@ -70,9 +76,9 @@ class FeedbackLayer(nn.Module):
         visible: torch.Tensor | None = None,
     ):
         """The attention half of `forward`: x (B, D) plus its read of the memory."""
-        B, D = x.shape
+        B = x.shape[0]
         if keys.shape[2] > 0:  # with no memory yet the attention output is zero
-            q = self.query(self.norm_attn(x)).view(B, self.heads, 1, D // self.heads)  # (B, H, 1, E)
+            q = self.query(self.norm_attn(x)).view(B, self.heads, 1, self.head_width)  # (B, H, 1, E)
             scores = (q @ keys.transpose(2, 3) + q @ pos_keys) / math.sqrt(q.shape[-1])  # (B, H, 1, n)
             if visible is None:
                 probs = torch.softmax(scores, dim=-1)
@@ -81,7 +87,11 @@ class FeedbackLayer(nn.Module):
                 hidden, empty = ~visible[:, None, None, :], ~visible.any(-1)[:, None, None, None]
                 scores = scores.masked_fill(hidden, float("-inf")).masked_fill(empty, 0.0)
                 probs = torch.softmax(scores, dim=-1).masked_fill(empty, 0.0)
-            x = x + self.out((self.attn_dropout(probs) @ values).reshape(B, D))
+            if hasattr(self, "adaptive_span"):  # column j of the n memories is at distance n - j
+                distances = torch.arange(probs.shape[-1], 0, -1, device=probs.device)
+                probs = renormalise(probs, self.adaptive_span.mask(distances)[:, None, :])  # mask (H, 1, n)
+            attended = (self.attn_dropout(probs) @ values).reshape(B, self.heads * self.head_width)  # (B, A)
+            x = x + self.out(attended)
         return x
 
 
@@ -112,14 +122,14 @@ class FeedbackStack(nn.Module):
     ):
         super().__init__()
         self.config = config
-        D, E, S = config.dim, config.head_dim, config.span
+        D, A, E, S = config.dim, config.attention_dim, config.head_width, config.span
         for name, module in (inputs or {}).items():
             self.add_module(name, module)
         self.layers = nn.ModuleList(layer(config) for _ in range(config.layers))
         if config.shared_kv:
             self.norm_memory = nn.LayerNorm(D)
-            self.key = nn.Linear(D, D, bias=False)
-            self.value = nn.Linear(D, D, bias=False)
+            self.key = nn.Linear(D, A, bias=False)
+            self.value = nn.Linear(D, A, bias=False)
         # Column i is the key of relative distance S - i, so the n most recent memories use the last n columns.
         self.pos_keys = nn.Parameter(torch.zeros(E, S))
         if config.memory == "all":
@@ -143,19 +153,19 @@ class FeedbackStack(nn.Module):
         return [(layer.norm_attn, layer.key, layer.value) for layer in self.layers]
 
     def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of memories (B, n, D): (B, n, D) shared, or (L, B, n, D) per layer."""
+        """Keys and values of memories (B, n, D): (B, n, A) shared, or (L, B, n, A) per layer."""
         projected = [(key(norm(memory)), value(norm(memory))) for norm, key, value in self.kv_projections()]
         if self.config.shared_kv:
             return projected[0]
         return torch.stack([k for k, _ in projected]), torch.stack([v for _, v in projected])
 
     def split_heads(self, kv: torch.Tensor) -> torch.Tensor:
-        """(..., B, n, D) -> (..., B, H, n, E)."""
-        return kv.unflatten(-1, (self.config.heads, self.config.head_dim)).transpose(-2, -3)
+        """(..., B, n, A) -> (..., B, H, n, E)."""
+        return kv.unflatten(-1, (self.config.heads, self.config.head_width)).transpose(-2, -3)
 
     @staticmethod
     def merge_heads(kv: torch.Tensor) -> torch.Tensor:
-        """(..., B, H, n, E) -> (..., B, n, D)."""
+        """(..., B, H, n, E) -> (..., B, n, A)."""
         return kv.transpose(-2, -3).flatten(-2)
 
     def open_window(
@@ -165,7 +175,7 @@ class FeedbackStack(nn.Module):
         values: torch.Tensor | None = None,
         visible: torch.Tensor | None = None,
     ) -> MemoryWindow:
-        """The window of memories (B, n, D) with their keys/values (..., B, n, D), projected here if not given."""
+        """The window of memories (B, n, D) with their keys/values (..., B, n, A), projected here if not given."""
         if keys is None:
             keys, values = self.project_memory(memory)
         return MemoryWindow(memory, self.split_heads(keys), self.split_heads(values), visible)
@@ -182,7 +192,7 @@ class FeedbackStack(nn.Module):
 
     def push_memory(self, window: MemoryWindow, memory: torch.Tensor) -> MemoryWindow:
         """The window with m_t (B, D) appended, its oldest memory dropped once S are held; m_t is visible."""
-        k, v = self.project_memory(memory.unsqueeze(1))  # (..., B, 1, D)
+        k, v = self.project_memory(memory.unsqueeze(1))  # (..., B, 1, A)
         keep = max(0, window.keys.shape[-2] - self.config.span + 1)
         visible = window.visible
         if visible is not None:
@@ -194,21 +204,33 @@ class FeedbackStack(nn.Module):
             visible,
         )
 
+    @staticmethod
+    def last_memories(window: MemoryWindow, count: int) -> MemoryWindow:
+        """The window's last `count` memories (all of them if it holds fewer)."""
+        return MemoryWindow(window.memory[:, -count:], window.keys[..., -count:, :], window.values[..., -count:, :])
+
     def step(
-        self, x: torch.Tensor, window: MemoryWindow, t: int, layer_inputs: Callable[[int], tuple] | None = None
+        self,
+        x: torch.Tensor,
+        window: MemoryWindow,
+        t: int,
+        layer_inputs: Callable[[int], tuple] | None = None,
+        reach: int | None = None,
     ) -> tuple[torch.Tensor, MemoryWindow]:
         """Step t: x^0 (B, D) through every layer, each reading the window, then m_t pushed into it. Returns
         x^L (B, D) and the window after m_t. `layer_inputs(l)` gives layer l's further inputs (the decoder's
-        read of the source)."""
-        n = window.keys.shape[-2]
+        read of the source). With adaptive spans, `reach` (adaptive_span.reach) bounds the memories read: the
+        heads' masks are 0 further back."""
+        read = window if reach is None or window.visible is not None else self.last_memories(window, reach)
+        n = read.keys.shape[-2]
         # (E, n): the keys of distances n .. 1; a masked window holds all S slots and reads every column
-        pos = self.pos_keys if window.visible is not None else self.pos_keys[:, self.config.span - n :]
+        pos = self.pos_keys if read.visible is not None else self.pos_keys[:, self.config.span - n :]
         states = [x]
         for index, layer in enumerate(self.layers):
-            keys = window.keys if self.config.shared_kv else window.keys[index]  # (B, H, n, E)
-            values = window.values if self.config.shared_kv else window.values[index]
+            keys = read.keys if self.config.shared_kv else read.keys[index]  # (B, H, n, E)
+            values = read.values if self.config.shared_kv else read.values[index]
             extra = layer_inputs(index) if layer_inputs else ()
-            x = run_layer(layer, self.checkpoint_activations, x, keys, values, pos, window.visible, *extra)
+            x = run_layer(layer, self.checkpoint_activations, x, keys, values, pos, read.visible, *extra)
             states.append(x)
         memory = self.mix_memory(states)  # (B, D)
         if self.memory_probe is not None:
@@ -218,4 +240,4 @@ class FeedbackStack(nn.Module):
 
 def kv_line(config: ModelConfig) -> str:
     """A feedback memory's part of `describe`: ", span 64, shared K/V"."""
-    return f", span {config.span}, {kv_choice(config.shared_kv)} K/V"
+    return f", {span_words(config)}, {kv_choice(config.shared_kv)} K/V"

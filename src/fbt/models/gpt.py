@@ -3,7 +3,7 @@
 Radford et al., "Language Models are Unsupervised Multitask Learners" (GPT-2, 2019); the layout follows
 nanoGPT: pre-norm blocks, causal self-attention, a final LayerNorm and an output head (not tied here).
 
-Shapes: B batch, T time (new tokens), D width, L layers, H heads, E head width (D / H), C context,
+Shapes: B batch, T time (new tokens), D width, L layers, H heads, E head width (D / H unless set), C context,
 n number of cached tokens (n <= C), V vocabulary.
 
 State: a dict with the window's tokens "tokens" (B, n) and every layer's keys and values of them,
@@ -36,12 +36,12 @@ class GPTLayer(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        D = config.dim
-        self.heads = config.heads
+        D, A = config.dim, config.attention_dim
+        self.heads, self.head_width = config.heads, config.head_width
         self.attn_dropout = config.dropout  # a probability: SDPA applies it to the attention weights
         self.norm_attn = nn.LayerNorm(D)
-        self.qkv = nn.Linear(D, 3 * D, bias=False)  # queries, keys and values in one matmul
-        self.out = nn.Linear(D, D, bias=False)
+        self.qkv = nn.Linear(D, 3 * A, bias=False)  # queries, keys and values (H·E each) in one matmul
+        self.out = nn.Linear(A, D, bias=False)
         self.norm_ff = nn.LayerNorm(D)
         self.ff = FeedForward(D, config.ff, config.dropout)
 
@@ -59,20 +59,21 @@ class GPTLayer(nn.Module):
         self, x: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor, visible: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The attention half of `forward` (visible may also be (B, 1, T, n + T) to mask padding per row)."""
-        B, T, D = x.shape
-        qkv = self.qkv(self.norm_attn(x)).view(B, T, 3, self.heads, D // self.heads)
+        B, T, _ = x.shape
+        qkv = self.qkv(self.norm_attn(x)).view(B, T, 3, self.heads, self.head_width)
         q, k, v = qkv.transpose(1, 3).unbind(2)  # (B, H, T, E) each
         keys = torch.cat([past_keys, k], dim=2)  # (B, H, n + T, E)
         values = torch.cat([past_values, v], dim=2)
         dropout = self.attn_dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, dropout_p=dropout)
-        x = x + self.out(y.transpose(1, 2).reshape(B, T, D))  # (B, H, T, E) -> (B, T, D)
+        attended = y.transpose(1, 2).reshape(B, T, self.heads * self.head_width)  # (B, H, T, E) -> (B, T, H·E)
+        x = x + self.out(attended)
         return x, keys, values
 
 
 class GPT(ModelFamily, PretrainedLM, nn.Module):
     state_batch_dims = {"tokens": 0, "keys": 1, "values": 1}
-    options = ("heads", "ff", "context")
+    options = ("heads", "head_dim", "ff", "context")
 
     @classmethod
     def describe(cls, config: ModelConfig) -> str:
@@ -80,9 +81,9 @@ class GPT(ModelFamily, PretrainedLM, nn.Module):
 
     @classmethod
     def forward_flops_per_token(cls, config: ModelConfig) -> int:
-        D, F, L = config.dim, config.ff, config.layers
+        D, A, F, L = config.dim, config.attention_dim, config.ff, config.layers
         # q, k, v, out; scores and the weighted values over the context.
-        return L * (8 * D * D + 4 * D * F + 4 * config.context * D) + 2 * D * config.vocab_size
+        return L * (8 * D * A + 4 * D * F + 4 * config.context * A) + 2 * D * config.vocab_size
 
     @classmethod
     def state_tokens(cls, config: ModelConfig) -> int:
@@ -111,7 +112,7 @@ class GPT(ModelFamily, PretrainedLM, nn.Module):
 
     def empty_state(self, batch: int, tokens: torch.Tensor) -> dict:
         cfg = self.config
-        cache = self.embed.weight.new_zeros(cfg.layers, batch, cfg.heads, 0, cfg.head_dim)
+        cache = self.embed.weight.new_zeros(cfg.layers, batch, cfg.heads, 0, cfg.head_width)
         return {"tokens": tokens.new_zeros(batch, 0), "keys": cache, "values": cache}
 
     def forward(self, tokens: torch.Tensor, state: dict | None = None) -> tuple[torch.Tensor, dict]:

@@ -102,30 +102,32 @@ class CrossAttention(nn.Module):
     decoding step.
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float):
+    def __init__(self, dim: int, heads: int, head_dim: int, dropout: float):
         super().__init__()
-        self.heads = heads
+        self.heads, self.head_width = heads, head_dim
         self.dropout = dropout  # a probability: SDPA applies it to the attention weights
         self.norm = nn.LayerNorm(dim)
-        self.query = nn.Linear(dim, dim, bias=False)
-        self.key = nn.Linear(dim, dim, bias=False)
-        self.value = nn.Linear(dim, dim, bias=False)
-        self.out = nn.Linear(dim, dim, bias=False)  # named `out`: scaled at init
+        A = heads * head_dim
+        self.query = nn.Linear(dim, A, bias=False)
+        self.key = nn.Linear(dim, A, bias=False)
+        self.value = nn.Linear(dim, A, bias=False)
+        self.out = nn.Linear(A, dim, bias=False)  # named `out`: scaled at init
 
     def project(self, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values (B, H, S, E) of the encoder output (B, S, D)."""
-        B, S, D = encoded.shape
-        heads = (B, S, self.heads, D // self.heads)
+        B, S, _ = encoded.shape
+        heads = (B, S, self.heads, self.head_width)
         return self.key(encoded).view(heads).transpose(1, 2), self.value(encoded).view(heads).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, visible: torch.Tensor):
         """x (B, T, D) plus its read of the source; keys/values (B, H, S, E); visible (B, 1, 1, S), False at
         source padding."""
-        B, T, D = x.shape
-        q = self.query(self.norm(x)).view(B, T, self.heads, D // self.heads).transpose(1, 2)  # (B, H, T, E)
+        B, T, _ = x.shape
+        q = self.query(self.norm(x)).view(B, T, self.heads, self.head_width).transpose(1, 2)  # (B, H, T, E)
         dropout = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, dropout_p=dropout)
-        return x + self.out(y.transpose(1, 2).reshape(B, T, D))
+        attended = y.transpose(1, 2).reshape(B, T, self.heads * self.head_width)  # (B, H, T, E) -> (B, T, H·E)
+        return x + self.out(attended)
 
 
 def source_state(layers: nn.ModuleList, encoded: torch.Tensor, source_visible: torch.Tensor) -> dict:

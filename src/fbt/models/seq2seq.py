@@ -28,7 +28,18 @@ from fbt.models.transformer_decoder import TransformerDecoder
 class Seq2Seq(ModelFamily, PretrainedSeq2Seq, nn.Module):
     # The decoding state of either decoder (feedback_decoder.py, transformer_decoder.py): batch first
     state_batch_dims = dict.fromkeys(("memory", "keys", "values", "cross_keys", "cross_values", "source_visible"), 0)
-    options = ("heads", "ff", "span", "context", "shared_kv", "memory", "memory_layer", "decoder", "encoder_layers")
+    options = (
+        "heads",
+        "head_dim",
+        "ff",
+        "span",
+        "context",
+        "shared_kv",
+        "memory",
+        "memory_layer",
+        "decoder",
+        "encoder_layers",
+    )
     translates = True
 
     @classmethod
@@ -44,14 +55,14 @@ class Seq2Seq(ModelFamily, PretrainedSeq2Seq, nn.Module):
     def forward_flops_per_token(cls, config: ModelConfig) -> int:
         """Per target token, with one source token encoded per target token and attention over the whole
         context (an upper bound, as GPT's count)."""
-        D, F, L, C = config.dim, config.ff, config.layers, config.context
-        encoder = config.encoder_layers * (8 * D * D + 4 * D * F + 4 * C * D)
-        cross = L * (8 * D * D + 4 * C * D)  # q, out; K, V of one source token; scores, weighted values
+        D, A, F, L, C = config.dim, config.attention_dim, config.ff, config.layers, config.context
+        encoder = config.encoder_layers * (8 * D * A + 4 * D * F + 4 * C * A)
+        cross = L * (8 * D * A + 4 * C * A)  # q, out; K, V of one source token; scores, weighted values
         if config.decoder == "feedback":
-            kv = 4 * D * D * (1 if config.shared_kv else L)
-            decoder = L * (4 * D * D + 4 * D * F + 6 * config.span * D) + kv
+            kv = 4 * D * A * (1 if config.shared_kv else L)
+            decoder = L * (4 * D * A + 4 * D * F + 6 * config.span * A) + kv
         else:
-            decoder = L * (8 * D * D + 4 * D * F + 4 * C * D)
+            decoder = L * (8 * D * A + 4 * D * F + 4 * C * A)
         return encoder + cross + decoder + 2 * D * config.vocab_size
 
     @classmethod

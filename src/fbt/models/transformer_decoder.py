@@ -24,7 +24,7 @@ from fbt.models.layers import CrossAttention, run_layer, source_state
 class TransformerDecoderLayer(GPTLayer):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
-        self.cross = CrossAttention(config.dim, config.heads, config.dropout)
+        self.cross = CrossAttention(config.dim, config.heads, config.head_width, config.dropout)
 
     def forward(self, x, past_keys, past_values, visible, cross_keys, cross_values, source_visible):
         """x (B, T, D); past (B, H, n, E); visible (T, n + T); cross (B, H, S, E); source_visible (B, 1, 1, S)."""
@@ -45,7 +45,7 @@ class TransformerDecoder(nn.Module):
     def start(self, encoded: torch.Tensor, source_visible: torch.Tensor) -> dict:
         """The state before the first target token: the encoder output's keys/values, an empty cache."""
         cfg = self.config
-        empty = encoded.new_zeros(encoded.shape[0], cfg.layers, cfg.heads, 0, cfg.head_dim)
+        empty = encoded.new_zeros(encoded.shape[0], cfg.layers, cfg.heads, 0, cfg.head_width)
         return {"keys": empty, "values": empty, **source_state(self.layers, encoded, source_visible)}
 
     def forward(self, embedded: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:

@@ -12,7 +12,7 @@ code attends to a zero-filled cache there instead). `attend_self=True` gives Tra
 the feedback model: learned key embeddings p of shape (E, S + 1) shared by all layers (column S - d for
 distance d), score_tj = (q_t . k_j + q_t . p_{t-j}) / sqrt(E); there are no absolute positions.
 
-Shapes: B batch, T time (segment), D width, L layers, H heads, E head width (D / H), S span,
+Shapes: B batch, T time (segment), D width, L layers, H heads, E head width (D / H unless set), A = H·E, S span,
 n number of carried positions (n <= S), K = n + T keys per query row, V vocabulary.
 
 State: a dict with, for the last n <= S tokens of the stream, every layer's raw input "hidden" (L, B, n, D)
@@ -29,6 +29,7 @@ import math
 import torch
 from torch import nn
 
+from fbt.models import adaptive_span
 from fbt.models.config import ModelConfig
 from fbt.models.family import ModelFamily, attention_line, layers_line
 from fbt.models.layers import FeedForward, init_position_keys, init_weights, run_layer
@@ -40,20 +41,24 @@ class XLLayer(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        D = config.dim
-        self.heads = config.heads
+        D, A = config.dim, config.attention_dim
+        self.heads, self.head_width = config.heads, config.head_width
         self.norm_attn = nn.LayerNorm(D)
-        self.query = nn.Linear(D, D, bias=False)
-        self.key = nn.Linear(D, D, bias=False)
-        self.value = nn.Linear(D, D, bias=False)
-        self.out = nn.Linear(D, D, bias=False)
+        self.query = nn.Linear(D, A, bias=False)
+        self.key = nn.Linear(D, A, bias=False)
+        self.value = nn.Linear(D, A, bias=False)
+        self.out = nn.Linear(A, D, bias=False)
         self.norm_ff = nn.LayerNorm(D)
         self.ff = FeedForward(D, config.ff, config.dropout)
         self.attn_dropout = nn.Dropout(config.dropout)
+        if config.adaptive_span:
+            self.adaptive_span = adaptive_span.AdaptiveSpan(
+                config.heads, config.span, config.adaptive_span_ramp, config.adaptive_span_init
+            )
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, D = x.shape
-        return x.view(B, T, self.heads, D // self.heads).transpose(1, 2)  # (B, H, T, E)
+        B, T, _ = x.shape
+        return x.view(B, T, self.heads, self.head_width).transpose(1, 2)  # (B, T, A) -> (B, H, T, E)
 
     def project(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values (B, H, n, E) of layer inputs (B, n, D)."""
@@ -69,11 +74,12 @@ class XLLayer(nn.Module):
         rel_index: torch.Tensor,
         masked: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, T, D); past keys/values (B, H, n, E); rel_index, masked (T, K) from `attention_layout`.
+        """x (B, T, D); past keys/values (B, H, n, E); rel_index, masked (T, K) from `attention_layout`, whose
+        pos_keys (E, S' + 1) hold distances S'..0.
 
         Returns the layer output (B, T, D) and the keys/values of [cache; segment], (B, H, K, E).
         """
-        B, T, D = x.shape
+        B, T, _ = x.shape
         normed = self.norm_attn(x)
         q = self.split_heads(self.query(normed))  # (B, H, T, E)
         keys = torch.cat([past_keys, self.split_heads(self.key(normed))], dim=2)  # (B, H, K, E)
@@ -85,8 +91,13 @@ class XLLayer(nn.Module):
         # A row with no visible key (the first token of a stream, without attend_self) attends to nothing.
         empty = masked.all(-1, keepdim=True)  # (T, 1)
         scores = scores.masked_fill(masked, float("-inf")).masked_fill(empty, 0.0)
-        probs = self.attn_dropout(torch.softmax(scores, dim=-1).masked_fill(empty, 0.0))
-        x = x + self.out((probs @ values).transpose(1, 2).reshape(B, T, D))
+        probs = torch.softmax(scores, dim=-1).masked_fill(empty, 0.0)
+        if hasattr(self, "adaptive_span"):  # distance S' - rel_index; masked pairs are 0 already
+            distances = pos_keys.shape[-1] - 1 - rel_index  # (T, K)
+            probs = adaptive_span.renormalise(probs, self.adaptive_span.mask(distances))  # mask (H, T, K)
+        probs = self.attn_dropout(probs)
+        attended = (probs @ values).transpose(1, 2).reshape(B, T, self.heads * self.head_width)  # (B, T, A)
+        x = x + self.out(attended)
         return x + self.ff(self.norm_ff(x)), keys, values
 
 
@@ -105,20 +116,20 @@ def attention_layout(
     return (S - distance).clamp(0, S), masked
 
 
-class TransformerXL(ModelFamily, PretrainedLM, nn.Module):
+class TransformerXL(ModelFamily, PretrainedLM, adaptive_span.AdaptiveSpanHost, nn.Module):
     state_batch_dims = {"hidden": 1, "keys": 1, "values": 1}
-    options = ("heads", "ff", "span", "attend_self")
+    options = ("heads", "head_dim", "ff", "span", "attend_self", *adaptive_span.OPTIONS)
 
     @classmethod
     def describe(cls, config: ModelConfig) -> str:
-        return f"{layers_line(config)}{attention_line(config)}, span {config.span}"
+        return f"{layers_line(config)}{attention_line(config)}, {adaptive_span.span_words(config)}"
 
     @classmethod
     def forward_flops_per_token(cls, config: ModelConfig) -> int:
-        D, F, L = config.dim, config.ff, config.layers
+        D, A, F, L = config.dim, config.attention_dim, config.ff, config.layers
         # q, k, v, out; scores, position scores and the weighted values over S + 1 positions.
-        attention = 6 * (config.span + 1) * D
-        return L * (8 * D * D + 4 * D * F + attention) + 2 * D * config.vocab_size
+        attention = 6 * (config.span + 1) * A
+        return L * (8 * D * A + 4 * D * F + attention) + 2 * D * config.vocab_size
 
     @classmethod
     def state_tokens(cls, config: ModelConfig) -> int:
@@ -131,7 +142,7 @@ class TransformerXL(ModelFamily, PretrainedLM, nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        D, E, S = config.dim, config.head_dim, config.span
+        D, E, S = config.dim, config.head_width, config.span
         self.embed = nn.Embedding(config.vocab_size, D)
         self.layers = nn.ModuleList(XLLayer(config) for _ in range(config.layers))
         # S + 1 columns, distances 0..S (distance 0 only used with attend_self).
@@ -141,6 +152,11 @@ class TransformerXL(ModelFamily, PretrainedLM, nn.Module):
         init_weights(self, config.layers, config.init)
         init_position_keys(self.pos_keys, config.init)
         self.checkpoint_activations = False  # see layers.run_layer
+
+    @torch.no_grad()
+    def diagnostics(self, state: dict | None) -> dict:
+        """The learned spans, with adaptive spans (for the training log)."""
+        return adaptive_span.span_report(self, self.config.adaptive_span_loss)
 
     def start_state(self, state: dict | None, batch: int, like: torch.Tensor) -> dict:
         """The carried state with keys/values valid for the current weights."""
@@ -164,16 +180,24 @@ class TransformerXL(ModelFamily, PretrainedLM, nn.Module):
         x = self.embed(tokens)  # (B, T, D)
         start = self.start_state(state, B, x)
         n = start["hidden"].shape[2]
+        # With adaptive spans, attention reads only the distances within the heads' reach (their masks are 0
+        # beyond it), as if the span were that long; the carried state keeps all S positions.
+        reach = adaptive_span.reach(self, S)
+        read = min(n, reach)  # cached positions read
         # One layout for all layers: every layer sees the same positions.
-        rel_index, masked = attention_layout(n, T, S, self.config.attend_self, tokens.device)
+        rel_index, masked = attention_layout(read, T, reach, self.config.attend_self, tokens.device)
+        pos_keys = self.pos_keys[:, S - reach :]  # distances reach..0
         hidden, keys, values = [], [], []
         for index, layer in enumerate(self.layers):
             # Keep the last S inputs of this layer (cache first, then the segment) for the next forward.
             hidden.append(torch.cat([start["hidden"][index], x], dim=1)[:, -S:])
-            past_k, past_v = start["keys"][index], start["values"][index]
+            past_k, past_v = start["keys"][index][:, :, n - read :], start["values"][index][:, :, n - read :]
             x, layer_k, layer_v = run_layer(
-                layer, self.checkpoint_activations, x, past_k, past_v, self.pos_keys, rel_index, masked
+                layer, self.checkpoint_activations, x, past_k, past_v, pos_keys, rel_index, masked
             )
+            if read < n:  # the positions not read stay in the cache
+                layer_k = torch.cat([start["keys"][index], layer_k[:, :, read:]], dim=2)
+                layer_v = torch.cat([start["values"][index], layer_v[:, :, read:]], dim=2)
             keys.append(layer_k[:, :, -S:])
             values.append(layer_v[:, :, -S:])
         logits = self.head(self.norm_out(x))  # (B, T, V)

@@ -80,7 +80,7 @@ class TransformerXLCore(nn.Module):
         super().__init__()
         self.config = config
         self.layers = nn.ModuleList(XLLayer(config) for _ in range(config.layers))
-        self.pos_keys = nn.Parameter(torch.zeros(config.head_dim, config.span + 1))  # distances S .. 0
+        self.pos_keys = nn.Parameter(torch.zeros(config.head_width, config.span + 1))  # distances S .. 0
         self.norm_out = nn.LayerNorm(config.dim)
         init_weights(self, config.layers, config.init)
         init_position_keys(self.pos_keys, config.init)
@@ -151,11 +151,11 @@ class MLPCore(nn.Module):
 CORES = {"feedback": FeedbackCore, "transformer-xl": TransformerXLCore, "lstm": LSTMCore, "mlp": MLPCore}
 
 
-def core_config(policy: str, dim: int, layers: int, heads: int, ff: int, span: int) -> ModelConfig:
+def core_config(policy: str, dim: int, layers: int, heads: int, ff: int, span: int, head_dim: int = 0) -> ModelConfig:
     """The sizes of a core, checked; the policy, not the config's `model`, picks the core."""
     if policy not in CORES:
         raise FbtError(f"unknown policy {policy!r}; choose one of {', '.join(POLICY_NAMES)}")
-    return ModelConfig(vocab_size=1, dim=dim, layers=layers, heads=heads, ff=ff, span=span)
+    return ModelConfig(vocab_size=1, dim=dim, layers=layers, heads=heads, head_dim=head_dim, ff=ff, span=span)
 
 
 class Policy(nn.Module):

@@ -73,6 +73,7 @@ class RLConfig:
     dim: int = 64  # width of the encoder output and the core
     layers: int = 2
     heads: int = 4
+    head_dim: int = 0  # transformer cores: width of a head, 0: dim / heads
     ff: int = 256
     span: int = 32  # transformer cores: how many past steps a step may attend to
     steps: int = 128  # PPO (rl/ppo.py): environment steps per environment per update
@@ -115,7 +116,9 @@ class RLConfig:
             raise FbtError(f"{self.minibatches} minibatches of {self.envs * (self.steps // self.bptt)} sequences")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise FbtError(f"lr must be a positive number, got {self.lr}")
-        core_config(self.policy, self.dim, self.layers, self.heads, self.ff, self.span)  # checks the sizes
+        core_config(
+            self.policy, self.dim, self.layers, self.heads, self.ff, self.span, self.head_dim
+        )  # checks the sizes
 
     @property
     def frames_per_update(self) -> int:
@@ -144,7 +147,7 @@ def build_policy(config: RLConfig) -> Policy:
         config.policy,
         view,
         actions,
-        core_config(config.policy, config.dim, config.layers, config.heads, config.ff, config.span),
+        core_config(config.policy, config.dim, config.layers, config.heads, config.ff, config.span, config.head_dim),
     )
 
 

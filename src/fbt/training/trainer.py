@@ -2,8 +2,10 @@
 
 The trainer only assumes `logits, state = model(inputs, state)` with `state` a dict of tensors (or None) whose
 batch dimensions `model.state_batch_dims` gives (models/family.py), and, optionally, `model.diagnostics(state)`
-returning extra values to log. Everything a resumed run needs to continue the exact loss curve is checkpointed:
-weights, optimiser moments, the RNGs, the data position, the curriculum stage and the carried stream state.
+returning extra values to log, `model.auxiliary_loss()` (a scalar tensor or None) added to the training loss,
+and `model.after_update()` run after every optimiser step (both for adaptive spans, models/adaptive_span.py).
+Everything a resumed run needs to continue the exact loss curve is checkpointed: weights, optimiser moments,
+the RNGs, the data position, the curriculum stage and the carried stream state.
 
 A non-finite loss or gradient stops training with `NonFiniteError` before the optimiser step: the weights are
 never updated with it, and no checkpoint is written after it, so the last checkpoint stays the latest one.
@@ -227,7 +229,10 @@ class Trainer:
                     carried = state_rows(self.model.state_batch_dims, self.state, rows)
                     logits, state = self.net(micro_inputs.to(self.device), carried)
                 part, _, _ = segment_loss(logits.float(), micro_targets.to(self.device))
-                (part / (max(scored, 1) / self.ranks.world)).backward()
+                objective = part / (max(scored, 1) / self.ranks.world)
+                if last and (extra := self.auxiliary_loss()) is not None:  # once per update, on every rank
+                    objective = objective + extra
+                objective.backward()
             loss_sum += part.item()
             states.append(state)
         self.state = cat_states(self.model.state_batch_dims, states)
@@ -243,6 +248,8 @@ class Trainer:
                     f"(now {self.config.lr:g}) or a tighter --clip"
                 )
         self.optimizer.step()
+        if (after_update := getattr(self.model, "after_update", None)) is not None:
+            after_update()
         self.step += 1
         return (loss if scored else float("nan")), inputs.numel(), grad_norm
 
@@ -258,6 +265,10 @@ class Trainer:
             return {}
         tokens = 0 if final else self.config.eval_tokens
         return evaluate(self.model, stream, self.task, self.device, tokens, ranks=self.ranks, autocast=self.autocast)
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        loss = getattr(self.model, "auxiliary_loss", None)
+        return loss() if loss else None
 
     def diagnostics(self) -> dict:
         report = getattr(self.model, "diagnostics", None)
