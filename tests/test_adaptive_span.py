@@ -128,3 +128,20 @@ def test_a_run_with_adaptive_spans_logs_and_shows_them(name, tmp_path, capsys):
     diagnostics = show_run(run)["diagnostics"]
     assert diagnostics["span_max"] == 0.0 and diagnostics["spans"] == "0 0 | 0 0"
     assert json.loads((run / "config.json").read_text())["model"]["adaptive_span"] is True
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_state_keeps_keys_and_values_only_within_reach(name):
+    model = make(name).eval()  # reach 9 of the span of 12
+    batch, more = tokens(), tokens(6, seed=2)
+    _, state = model(batch)
+    carried = state["memory" if name == "feedback" else "hidden"]
+    assert carried.shape[-2] == 12 and state["keys"].shape[-2] == state["values"].shape[-2] == 9
+    # Spans that grow past the keys the state holds: the next forward projects the memories it now reads, as a
+    # training forward (dropout 0) projects every memory within reach from the carried ones.
+    with torch.no_grad():
+        model.layers[1].adaptive_span.ratio.fill_(0.8)  # reach 12
+        continued, next_state = model(more, state)
+        expected, _ = model.train()(more, state)
+    assert next_state["keys"].shape[-2] == 12
+    torch.testing.assert_close(continued, expected, rtol=1e-10, atol=1e-10)

@@ -12,10 +12,12 @@ decoder and the RL policy core.
 Shapes: B batch, T time (segment), D width, L layers, H heads, E head width (D / H unless set), A = H·E,
 S span, n number of visible memories (n <= S), V vocabulary.
 
-State: a dict with the stream's last n <= S memories, "memory" (B, n, D), and their "keys" and "values",
-(B, n, A) with shared K/V or (L, B, n, A) with per-layer K/V. Keys/values were computed with the weights of
-the forward that produced them: a training forward recomputes them from the memory, because the weights
-have moved since; an evaluation forward reuses them, which makes decoding cheap.
+State: a dict with the stream's last n <= S memories, "memory" (B, n, D), and the "keys" and "values" of the
+last n' of them, (B, n', A) with shared K/V or (L, B, n', A) with per-layer K/V: n' = n, or with adaptive
+spans the heads' reach, as far as a step reads (the memories are kept to S, for spans that grow).
+Keys/values were computed with the weights of the forward that produced them: a training forward recomputes
+them from the memory, because the weights have moved since; an evaluation forward reuses them, which makes
+decoding cheap.
 """
 
 from __future__ import annotations
@@ -80,17 +82,18 @@ class FeedbackTransformer(ModelFamily, PretrainedLM, adaptive_span.AdaptiveSpanH
     def label(cls, config: ModelConfig) -> str:
         return super().label(config) + ("" if config.shared_kv else f" {kv_choice(False)}-kv")
 
-    def start_state(self, state: dict | None, batch: int, like: torch.Tensor) -> dict:
-        """The carried state with keys/values valid for the current weights."""
+    def start_state(self, state: dict | None, batch: int, like: torch.Tensor, reach: int) -> dict:
+        """The carried state with keys/values valid for the current weights, for the last `reach` memories (all
+        of them without adaptive spans): those a step can read."""
         if state is None:
             memory = like.new_zeros(batch, 0, self.config.dim)
         else:
             memory = state["memory"]
             if memory.shape[0] != batch:
                 raise ValueError(f"state batch {memory.shape[0]} differs from input batch {batch}")
-            if not self.training:
+            if not self.training and state["keys"].shape[-2] >= min(memory.shape[1], reach):
                 return state
-        keys, values = self.project_memory(memory)
+        keys, values = self.project_memory(memory[:, memory.shape[1] - min(memory.shape[1], reach) :])
         return {"memory": memory, "keys": keys, "values": values}
 
     @torch.no_grad()
@@ -108,13 +111,14 @@ class FeedbackTransformer(ModelFamily, PretrainedLM, adaptive_span.AdaptiveSpanH
         if self.fast:
             return fast_forward(self, tokens, state)
         embedded = self.embed(tokens)  # (B, T, D)
-        start = self.start_state(state, tokens.shape[0], embedded)
-        window = self.open_window(start["memory"], start["keys"], start["values"])
         reach = adaptive_span.reach(self, self.config.span)
+        start = self.start_state(state, tokens.shape[0], embedded, reach)
+        window = self.open_window(start["memory"], start["keys"], start["values"])
         tops = []
         for t in range(tokens.shape[1]):
             x, window = self.step(embedded[:, t], window, t, reach=reach)
             tops.append(x)
         logits = self.head(self.norm_out(torch.stack(tops, dim=1)))  # (B, T, V)
-        keys, values = self.merge_heads(window.keys), self.merge_heads(window.values)  # (..., B, n, A)
-        return logits, {"memory": window.memory.detach(), "keys": keys.detach(), "values": values.detach()}
+        # Keys/values of the memories within reach, (..., B, n', A); the memories themselves, up to S.
+        keys, values = (self.merge_heads(kv)[..., -reach:, :].detach() for kv in (window.keys, window.values))
+        return logits, {"memory": window.memory.detach(), "keys": keys, "values": values}

@@ -846,10 +846,10 @@ def fast_forward(model, tokens: torch.Tensor, state: dict | None = None):
     cfg = model.config
     B, T = tokens.shape
     embedded = model.embed(tokens)  # (B, T, D)
-    start = model.start_state(state, B, embedded)
     # With adaptive spans the recurrence reads only the memories within the heads' reach (their masks are 0
-    # beyond it), as if the span were that long; the carried state keeps all S.
+    # beyond it), as if the span were that long; the carried state keeps S memories, their keys/values in reach.
     S, reach = cfg.span, adaptive_span.reach(model, cfg.span)
+    start = model.start_state(state, B, embedded, reach)
     spec = SegmentSpec(
         heads=cfg.heads,
         span=reach,
@@ -882,7 +882,7 @@ def fast_forward(model, tokens: torch.Tensor, state: dict | None = None):
     with torch.no_grad():  # the carried state is detached
         state = {
             "memory": torch.cat([start["memory"], memories], dim=1)[:, -S:],
-            "keys": torch.cat([start["keys"], keys], dim=-2)[..., -S:, :],
-            "values": torch.cat([start["values"], values], dim=-2)[..., -S:, :],
+            "keys": torch.cat([start["keys"], keys], dim=-2)[..., -reach:, :],
+            "values": torch.cat([start["values"], values], dim=-2)[..., -reach:, :],
         }
     return logits, state

@@ -193,14 +193,19 @@ class FeedbackStack(nn.Module):
     def push_memory(self, window: MemoryWindow, memory: torch.Tensor) -> MemoryWindow:
         """The window with m_t (B, D) appended, its oldest memory dropped once S are held; m_t is visible."""
         k, v = self.project_memory(memory.unsqueeze(1))  # (..., B, 1, A)
-        keep = max(0, window.keys.shape[-2] - self.config.span + 1)
+        S = self.config.span
+
+        def kept(tensor: torch.Tensor, dim: int) -> torch.Tensor:  # its last S - 1 entries along dim
+            n = tensor.shape[dim]
+            return tensor.narrow(dim, max(0, n - S + 1), min(n, S - 1))
+
         visible = window.visible
         if visible is not None:
-            visible = torch.cat([visible[:, keep:], torch.ones_like(visible[:, :1])], dim=1)
+            visible = torch.cat([kept(visible, 1), torch.ones_like(visible[:, :1])], dim=1)
         return MemoryWindow(
-            torch.cat([window.memory[:, keep:], memory[:, None]], dim=1),
-            torch.cat([window.keys[..., keep:, :], self.split_heads(k)], dim=-2),
-            torch.cat([window.values[..., keep:, :], self.split_heads(v)], dim=-2),
+            torch.cat([kept(window.memory, 1), memory[:, None]], dim=1),
+            torch.cat([kept(window.keys, -2), self.split_heads(k)], dim=-2),
+            torch.cat([kept(window.values, -2), self.split_heads(v)], dim=-2),
             visible,
         )
 

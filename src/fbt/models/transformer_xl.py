@@ -16,7 +16,8 @@ Shapes: B batch, T time (segment), D width, L layers, H heads, E head width (D /
 n number of carried positions (n <= S), K = n + T keys per query row, V vocabulary.
 
 State: a dict with, for the last n <= S tokens of the stream, every layer's raw input "hidden" (L, B, n, D)
-and the keys and values computed from it, "keys" and "values" (L, B, H, n, E). As in Transformer-XL the
+and the keys and values computed from it, "keys" and "values" (L, B, H, n, E) (with adaptive spans, only for
+the last of them within the heads' reach). As in Transformer-XL the
 hidden states are what is carried: a training forward recomputes keys/values from them with the current
 weights (the weights moved since they were cached); an evaluation forward reuses the cached keys/values,
 so decoding a token costs one row of projections per layer.
@@ -158,8 +159,9 @@ class TransformerXL(ModelFamily, PretrainedLM, adaptive_span.AdaptiveSpanHost, n
         """The learned spans, with adaptive spans (for the training log)."""
         return adaptive_span.span_report(self, self.config.adaptive_span_loss)
 
-    def start_state(self, state: dict | None, batch: int, like: torch.Tensor) -> dict:
-        """The carried state with keys/values valid for the current weights."""
+    def start_state(self, state: dict | None, batch: int, like: torch.Tensor, reach: int) -> dict:
+        """The carried state with keys/values valid for the current weights, for the last `reach` positions (all
+        of them without adaptive spans): those a query can read."""
         cfg = self.config
         if state is None:
             hidden = like.new_zeros(cfg.layers, batch, 0, cfg.dim)
@@ -167,9 +169,10 @@ class TransformerXL(ModelFamily, PretrainedLM, adaptive_span.AdaptiveSpanHost, n
             hidden = state["hidden"]
             if hidden.shape[1] != batch:
                 raise ValueError(f"state batch {hidden.shape[1]} differs from input batch {batch}")
-            if not self.training:
+            if not self.training and state["keys"].shape[3] >= min(hidden.shape[2], reach):
                 return state
-        projected = [layer.project(h) for layer, h in zip(self.layers, hidden, strict=True)]
+        read = hidden[:, :, hidden.shape[2] - min(hidden.shape[2], reach) :]
+        projected = [layer.project(h) for layer, h in zip(self.layers, read, strict=True)]
         keys = torch.stack([k for k, _ in projected])  # (L, B, H, n, E)
         values = torch.stack([v for _, v in projected])
         return {"hidden": hidden, "keys": keys, "values": values}
@@ -178,12 +181,13 @@ class TransformerXL(ModelFamily, PretrainedLM, adaptive_span.AdaptiveSpanHost, n
         B, T = tokens.shape
         S = self.config.span
         x = self.embed(tokens)  # (B, T, D)
-        start = self.start_state(state, B, x)
-        n = start["hidden"].shape[2]
         # With adaptive spans, attention reads only the distances within the heads' reach (their masks are 0
-        # beyond it), as if the span were that long; the carried state keeps all S positions.
+        # beyond it), as if the span were that long; the carried state keeps the inputs of S positions and the
+        # keys/values of those in reach.
         reach = adaptive_span.reach(self, S)
-        read = min(n, reach)  # cached positions read
+        start = self.start_state(state, B, x, reach)
+        n, cached = start["hidden"].shape[2], start["keys"].shape[3]
+        read = min(n, reach)  # cached positions read: the last of the `cached` keys
         # One layout for all layers: every layer sees the same positions.
         rel_index, masked = attention_layout(read, T, reach, self.config.attend_self, tokens.device)
         pos_keys = self.pos_keys[:, S - reach :]  # distances reach..0
@@ -191,19 +195,16 @@ class TransformerXL(ModelFamily, PretrainedLM, adaptive_span.AdaptiveSpanHost, n
         for index, layer in enumerate(self.layers):
             # Keep the last S inputs of this layer (cache first, then the segment) for the next forward.
             hidden.append(torch.cat([start["hidden"][index], x], dim=1)[:, -S:])
-            past_k, past_v = start["keys"][index][:, :, n - read :], start["values"][index][:, :, n - read :]
+            past_k, past_v = (kv[index][:, :, cached - read :] for kv in (start["keys"], start["values"]))
             x, layer_k, layer_v = run_layer(
                 layer, self.checkpoint_activations, x, past_k, past_v, pos_keys, rel_index, masked
             )
-            if read < n:  # the positions not read stay in the cache
-                layer_k = torch.cat([start["keys"][index], layer_k[:, :, read:]], dim=2)
-                layer_v = torch.cat([start["values"][index], layer_v[:, :, read:]], dim=2)
-            keys.append(layer_k[:, :, -S:])
-            values.append(layer_v[:, :, -S:])
+            keys.append(layer_k[:, :, -reach:])  # [read cached; segment]: its last `reach` are the next read
+            values.append(layer_v[:, :, -reach:])
         logits = self.head(self.norm_out(x))  # (B, T, V)
         state = {
             "hidden": torch.stack(hidden).detach(),  # (L, B, n', D), n' = min(S, n + T)
-            "keys": torch.stack(keys).detach(),  # (L, B, H, n', E)
+            "keys": torch.stack(keys).detach(),  # (L, B, H, n'', E), n'' = min(reach, n + T)
             "values": torch.stack(values).detach(),
         }
         return logits, state
