@@ -202,3 +202,19 @@ def test_curriculum_advances_on_validation_accuracy(tmp_path, text_file):
     trainer = api.make_trainer(model_config, train_config, tmp_path / "run", torch.device("cpu"))
     assert trainer.maybe_advance({"accuracy": 0.4}) is None
     assert trainer.maybe_advance({"accuracy": 0.6}) and trainer.stage == 1
+
+
+@pytest.mark.parametrize("batch, rows", [(128, 32), (32, 32), (8, 8)])
+def test_a_periodic_validation_reads_rows_of_at_least_sixteen_segments(tmp_path, text_file, batch, rows):
+    """Every row starts with no state: at 128 rows the first 16,384 tokens would give each only 4 segments of 32
+    (a code-exec row would start inside most programs), so the periodic pass reads 32 rows of 16 instead, the
+    same tokens in order. At 32 rows or fewer it reads the run's own stream."""
+    model_config, train_config = tiny_configs(text_file, steps=1, batch=batch, segment=32, eval_tokens=16384)
+    trainer = api.make_trainer(model_config, train_config, tmp_path / "run", torch.device("cpu"))
+    periodic = trainer.periodic_stream(trainer.valid_stream, 16384)
+    assert periodic.batch == rows and periodic.segment == 32
+    if rows == batch:
+        assert periodic is trainer.valid_stream
+    else:
+        flat = trainer.valid_stream.inputs.reshape(-1)
+        assert torch.equal(periodic.inputs.reshape(-1), flat[: periodic.inputs.numel()])

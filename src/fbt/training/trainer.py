@@ -52,6 +52,8 @@ from fbt.training.loss import segment_loss
 from fbt.training.metrics_log import MetricsLog
 from fbt.training.optim import build_optimizer, learning_rate
 
+# A periodic validation reads rows of at least this many segments (see Trainer.periodic_stream).
+PERIODIC_SEGMENTS = 16
 Stage = tuple[SegmentStream, SegmentStream | None]  # (train, valid) streams of one dataset (or TranslationStreams)
 RECENT_STEPS = 100  # the training loss reported at the end is the mean over this many last updates
 
@@ -264,7 +266,20 @@ class Trainer:
         if stream is None:
             return {}
         tokens = 0 if final else self.config.eval_tokens
+        if tokens and isinstance(stream, SegmentStream):
+            stream = self.periodic_stream(stream, tokens)
         return evaluate(self.model, stream, self.task, self.device, tokens, ranks=self.ranks, autocast=self.autocast)
+
+    def periodic_stream(self, stream: SegmentStream, tokens: int) -> SegmentStream:
+        """The valid split cut into fewer, longer rows when the first `tokens` would give each of the run's B
+        rows only a few segments: every row starts with no state, so the answers that need earlier context
+        (a code-exec print whose assignment came before the row began) would be scored without it. Rows of at
+        least PERIODIC_SEGMENTS segments keep that share small at any batch size."""
+        rows = min(stream.batch, max(1, tokens // (PERIODIC_SEGMENTS * stream.segment)))
+        rows = max(self.ranks.world, rows - rows % self.ranks.world)  # every rank takes its share
+        if rows >= stream.batch:
+            return stream
+        return SegmentStream(stream.inputs.reshape(-1), stream.targets.reshape(-1), rows, stream.segment)
 
     def auxiliary_loss(self) -> torch.Tensor | None:
         loss = getattr(self.model, "auxiliary_loss", None)
