@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,lint,plot,mt,rl,tensorboard]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,lint,plot,mt,rl,tensorboard,hf]"
 	touch $(STAMP)
 
 install: $(STAMP)

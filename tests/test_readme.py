@@ -51,3 +51,18 @@ def test_the_model_family_example_registers_and_trains_verbatim(tmp_path, monkey
     assert bits < 7.0  # it learned: a uniform guess is 8 bits per byte
     header = (tmp_path / "runs" / "pair-table" / "metrics.csv").read_text().splitlines()[0]
     assert header.endswith(",table_rms")
+
+
+def test_the_transformers_example_trains_saves_loads_and_samples_verbatim(tmp_path, monkeypatch, capsys, one_thread):
+    import pytest
+
+    pytest.importorskip("transformers")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(python_example("## Using Hugging Face transformers"), str(README), "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    loss = next(line for line in printed if line.startswith("loss "))
+    assert float(loss.removeprefix("loss ")) < 3.0  # it learned: a uniform guess over bytes is ln 256 = 5.5
+    assert printed[printed.index(loss) + 1].startswith("ROMEO:")
+    assert {"model.safetensors", "config.json", "modeling_fbt.py"} <= {
+        p.name for p in (tmp_path / "hf-feedback" / "final").iterdir()
+    }
