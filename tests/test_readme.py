@@ -20,6 +20,8 @@ def test_the_python_example_runs_verbatim_in_a_fresh_directory(tmp_path, monkeyp
     assert printed[1] == "60"  # the resumed run reached its new end
     assert (tmp_path / "runs" / "api-demo" / "summary.json").exists()
     assert printed[3].startswith("ROMEO:")  # the sample begins with its prompt
+    exec(compile(python_example(), str(README), "exec"), {})  # a second time over the first run: replaced
+    assert capsys.readouterr().out.splitlines()[1] == "60"
 
 
 def test_the_library_example_trains_saves_loads_and_samples_verbatim(tmp_path, monkeypatch, capsys):

@@ -68,6 +68,8 @@ def test_resume_continues_the_runs_own_plan_and_keeps_the_original_config(tmp_pa
     with pytest.raises(TrainingInterrupted):
         api.train(model_config, train_config, tmp_path / "run", "cpu", progress=False)
     monkeypatch.undo()
+    with pytest.raises(FbtError, match="--steps 3 would shorten the run's plan of 4 steps"):
+        api.resume(tmp_path / "run", "cpu", progress=False, steps=3)  # past step 2 but short of the plan
     assert api.resume(tmp_path / "run", "cpu", progress=False)["step"] == 4  # the run's 4, not a default
     assert not (tmp_path / "run" / "config.original.json").exists()
 
@@ -127,3 +129,24 @@ def test_data_can_be_repointed_to_an_equal_copy_but_not_to_other_data(tmp_path, 
         api.resume(tmp_path / "run", "cpu", progress=False, steps=3, data=str(shorter))
     assert api.resume(tmp_path / "run", "cpu", progress=False, steps=3, data=str(moved))["step"] == 3
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["data"] == str(moved)
+
+
+def test_the_api_resumes_or_overwrites_an_existing_run_by_argument(tmp_path, text_file):
+    import dataclasses
+
+    run = tmp_path / "run"
+    model_config, train_config = tiny_configs(text_file, steps=2)
+    api.train(model_config, train_config, run, "cpu", progress=False)
+    with pytest.raises(FbtError, match="pass exists='resume' to continue it or exists='overwrite'"):
+        api.train(model_config, train_config, run, "cpu", progress=False)
+    longer = dataclasses.replace(train_config, steps=4)
+    assert api.train(model_config, longer, run, "cpu", progress=False, exists="resume")["step"] == 4
+    assert [row["step"] for row in train_rows(run)] == ["1", "2", "3", "4"]
+    with pytest.raises(FbtError, match=r"lr=0\.5 \(the run has 0\.003\)"):
+        api.train(model_config, dataclasses.replace(longer, lr=0.5), run, "cpu", progress=False, exists="resume")
+    (run / "notes.txt").write_text("mine")
+    assert api.train(model_config, train_config, run, "cpu", progress=False, exists="overwrite")["step"] == 2
+    assert [row["step"] for row in train_rows(run)] == ["1", "2"]  # a new log, not appended to the old one
+    assert (run / "notes.txt").read_text() == "mine"
+    with pytest.raises(FbtError, match="exists must be one of"):
+        api.train(model_config, train_config, run, "cpu", progress=False, exists="append")

@@ -286,7 +286,17 @@ def test_train_eval_translate_end_to_end(tmp_path, capsys, decoder):
     sentences = tmp_path / "in.txt"
     sentences.write_text("uno dos\nluz\n\ntierra dios tres\n")
     assert main(["translate", str(run), "--input", str(sentences), "--beam", "3"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 4
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 4
+    # --output holds one line per input line, with --json or not; --json prints the pairs to stdout.
+    output = tmp_path / "out.txt"
+    command = ["translate", str(run), "--input", str(sentences), "--beam", "3", "--output", str(output)]
+    assert main([*command, "--json"]) == 0
+    assert output.read_text(encoding="utf-8").splitlines() == printed
+    pairs = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [pair["translation"] for pair in pairs] == printed and pairs[0]["source"] == "uno dos"
+    assert main(command) == 0
+    assert capsys.readouterr().out == "" and output.read_text(encoding="utf-8").splitlines() == printed
 
 
 def test_resumed_translation_run_continues_the_loss_curve(tmp_path):

@@ -17,7 +17,17 @@ from fbt.device import resolve_device
 from fbt.errors import FbtError, warn
 from fbt.models import ModelConfig, build_model
 from fbt.models.config import kv_choice
-from fbt.rundir import CONFIG, ORIGINAL_CONFIG, RESUME_INFO, SUMMARY, load_weights, read_json, write_json_atomic
+from fbt.rundir import (
+    CHECKPOINTS,
+    CONFIG,
+    METRICS,
+    ORIGINAL_CONFIG,
+    RESUME_INFO,
+    SUMMARY,
+    load_weights,
+    read_json,
+    write_json_atomic,
+)
 from fbt.sampling import check_sampling
 from fbt.tasks import EvalSettings, SamplingSettings, Task, task_class
 from fbt.tasks.translation import TranslationTask
@@ -170,6 +180,11 @@ def resume_trainer(out: str | Path, device: torch.device, changes: dict | None =
         )
     if steps == done:
         raise NothingToDo(f"{out} is complete at step {done}; pass --steps N > {done} to train it further")
+    if steps < saved.steps:
+        raise FbtError(
+            f"--steps {steps} would shorten the run's plan of {saved.steps} steps (its schedule too); --steps "
+            f"extends a run, and --time-budget SECONDS stops this call early"
+        )
     plan = dataclasses.replace(
         saved,
         steps=steps,
@@ -188,16 +203,64 @@ def resume_trainer(out: str | Path, device: torch.device, changes: dict | None =
     return trainer
 
 
+# What `train` does when `out` already holds a run.
+EXISTS = ("error", "resume", "overwrite")
+
+
 def train(
     model_config: ModelConfig,
     train_config: TrainConfig,
     out: str | Path,
     device: str = "auto",
     progress: bool = True,
+    exists: str = "error",
 ) -> dict:
-    """Train a new run in `out`; returns its final metrics (also written to out/summary.json)."""
+    """Train a new run in `out`; returns its final metrics (also written to out/summary.json).
+
+    When `out` already holds a run, `exists` decides: "error" (an FbtError), "resume" (continue it, as `resume`
+    does; the configs must be the run's, but `steps` may extend it and `data` point to a moved copy), or
+    "overwrite" (delete the run's files, then start anew)."""
+    if exists not in EXISTS:
+        raise FbtError(f"exists must be one of {', '.join(map(repr, EXISTS))}, got {exists!r}")
+    out = Path(out)
     with runlock.hold(out, Ranks.current().main):
+        if has_checkpoint(out):
+            if exists == "error":
+                raise FbtError(
+                    f"{out} already holds a run; pass exists='resume' to continue it or exists='overwrite' to "
+                    "replace it, or choose another out"
+                )
+            if exists == "resume":
+                changes = settings_to_resume(out, model_config, train_config)
+                return fit(resume_trainer(out, resolve_device(device), changes), progress)
+            remove_run(out)
         return fit(make_trainer(model_config, train_config, out, resolve_device(device)), progress)
+
+
+def settings_to_resume(out: Path, model_config: ModelConfig, train_config: TrainConfig) -> dict:
+    """The settings `train(..., exists="resume")` passes on: its steps and data; any other field must be the run's
+    (the vocabulary is the task's, whatever the given config says)."""
+    saved_model, saved_train = read_run_config(out)
+    saved = {**saved_model.to_dict(), **saved_train.to_dict()}
+    given = {**model_config.to_dict(), **train_config.to_dict()}
+    differ = [
+        f"{name}={value!r} (the run has {saved[name]!r})"
+        for name, value in given.items()
+        if name not in (*RESUME_CHANGES, "vocab_size") and value != saved.get(name, value)
+    ]
+    if differ:
+        raise FbtError(f"{out} holds a run with other settings: {'; '.join(differ)}; use exists='overwrite'")
+    return {"steps": train_config.steps, "data": train_config.data}
+
+
+def remove_run(out: Path) -> None:
+    """Delete what training wrote in `out` (checkpoints, configs, logs, summary, tokenizer, TensorBoard events);
+    anything else there is kept."""
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    for name in (CONFIG, ORIGINAL_CONFIG, METRICS, SUMMARY, TOKENIZER_FILE):
+        (out / name).unlink(missing_ok=True)
+    for events in out.glob("events.out.tfevents.*"):
+        events.unlink()
 
 
 def resume(out: str | Path, device: str = "auto", progress: bool = True, **changes: object) -> dict:

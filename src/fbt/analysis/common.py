@@ -3,6 +3,7 @@ and its loss as a function of a parameter dict (for torch.func)."""
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,8 +93,12 @@ def forward_mode_kernels():
     """Kernels forward-mode AD can go through: PyTorch's CPU flash attention (GPT) and oneDNN LSTM have no
     forward-mode derivative, their plain counterparts do (same results up to float rounding)."""
     try:
-        with sdpa_kernel(SDPBackend.MATH), torch.backends.mkldnn.flags(enabled=False):
-            yield
+        with warnings.catch_warnings():
+            # Setting and restoring oneDNN's flags touches its TF32 switch, which warns on builds without Intel
+            # GPUs; only that warning is silenced.
+            warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN", category=UserWarning)
+            with sdpa_kernel(SDPBackend.MATH), torch.backends.mkldnn.flags(enabled=False):
+                yield
     except NotImplementedError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else "an operation"
         raise FbtError(f"forward-mode differentiation is not available here: {first}") from None

@@ -19,10 +19,10 @@ def add_parser(subparsers) -> None:
     )
     tr.add_argument("run", help="run directory or checkpoint directory")
     tr.add_argument("--input", required=True, help="a text file with one sentence per line, or - for stdin")
-    tr.add_argument("--output", help="write the translations here (default: stdout)")
+    tr.add_argument("--output", help="write the translations here, one line per input line (default: stdout)")
     tr.add_argument("--batch", type=int, default=64, help="sentences translated at once")
     add_search_flags(tr)
-    add_compute_flags(tr, "print one JSON list of {source, translation} objects")
+    add_compute_flags(tr, "print one JSON list of {source, translation} objects (to stdout, --output or not)")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -38,11 +38,10 @@ def run(args: argparse.Namespace) -> None:
     translations = api.translate_run(
         args.run, texts, args.beam, args.length_penalty, args.batch, args.device, progress=not args.json
     )
-    if args.json:
-        text = json.dumps([{"source": s, "translation": t} for s, t in zip(texts, translations, strict=True)])
-    else:
-        text = "".join(line + "\n" for line in translations)
+    lines = "".join(line + "\n" for line in translations)
     if args.output:
-        Path(args.output).write_text(text if not args.json else text + "\n", encoding="utf-8")
-    else:
-        print(text, end="" if not args.json else "\n")
+        Path(args.output).write_text(lines, encoding="utf-8")
+    if args.json:
+        print(json.dumps([{"source": s, "translation": t} for s, t in zip(texts, translations, strict=True)]))
+    elif not args.output:
+        print(lines, end="")
