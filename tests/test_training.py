@@ -154,10 +154,12 @@ def test_latest_naming_an_incomplete_checkpoint_falls_back_to_the_newest_complet
     assert checkpoint.find_checkpoint(tmp_path / "run").name == "step-00000001"
 
 
-def test_final_validation_is_a_full_pass(tmp_path, text_file):
-    result = api.train(*tiny_configs(text_file, steps=2), tmp_path / "run", "cpu", progress=False)
+def test_final_validation_is_a_full_pass_timed_apart_from_training(tmp_path, text_file, capsys):
+    result = api.train(*tiny_configs(text_file, steps=2), tmp_path / "run", "cpu", progress=True)
     full = api.evaluate_run(tmp_path / "run", "valid", device="cpu")
     assert result["valid_loss"] == pytest.approx(full["loss"], rel=1e-6)
+    assert result["final_valid_s"] > 0  # its own time: elapsed_s counts training only
+    assert "step 2: final validation, a full pass over the valid split" in capsys.readouterr().out
 
 
 def test_extending_a_cosine_run_does_not_jump_the_learning_rate(tmp_path, text_file):

@@ -259,16 +259,19 @@ class Trainer:
         """bfloat16 autocast of the forward when asked for (weights, gradients and optimiser stay fp32)."""
         return torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.precision == "bf16")
 
-    def validate(self, final: bool = False) -> dict:
+    def validate(self, final: bool = False, progress: bool = False) -> dict:
         """Periodic: the first eval_tokens tokens of the current stage's valid split. Final: all of the run's
-        own valid split (its `data`, after any curriculum)."""
+        own valid split (its `data`, after any curriculum), with a progress bar when asked (on a terminal)."""
         stream = self.stages[-1][1] if final else self.valid_stream
         if stream is None:
             return {}
         tokens = 0 if final else self.config.eval_tokens
         if tokens and isinstance(stream, SegmentStream):
             stream = self.periodic_stream(stream, tokens)
-        return evaluate(self.model, stream, self.task, self.device, tokens, ranks=self.ranks, autocast=self.autocast)
+        shown = progress and self.ranks.main
+        return evaluate(
+            self.model, stream, self.task, self.device, tokens, shown, ranks=self.ranks, autocast=self.autocast
+        )
 
     def periodic_stream(self, stream: SegmentStream, tokens: int) -> SegmentStream:
         """The valid split cut into fewer, longer rows when the first `tokens` would give each of the run's B
@@ -341,13 +344,17 @@ class Trainer:
                 self.save_unless_saved()
                 self.write_summary(status, train)
                 raise TrainingInterrupted(self.run_dir, self.step, stop.signal)
-            valid = self.validate(final=True)
+            if progress:
+                self.say(f"step {self.step}: final validation, a full pass over the valid split")
+            started = time.perf_counter()
+            valid = self.validate(final=True, progress=progress)
+            final_valid_s = round(time.perf_counter() - started, 2)  # not in elapsed_s, which times training
             if valid:
                 self.log.write(
                     "valid", self.step, self.tokens, self.elapsed, None, stage=self.stage, **prefixed("valid", valid)
                 )
             self.save_unless_saved()
-            return self.write_summary(status, {**train, **prefixed("valid", valid)})
+            return self.write_summary(status, {**train, **prefixed("valid", valid), "final_valid_s": final_valid_s})
 
     def progress_bar(self, progress: bool) -> tqdm:
         """The steps of the run, shown by rank 0 when asked and stderr is a terminal."""
