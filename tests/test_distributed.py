@@ -199,7 +199,15 @@ def rl_worker(rank: int, world: int, init_file: str, root: str) -> None:
 
 
 def test_rl_ranks_act_in_their_own_environments_and_stay_in_step(tmp_path):
-    mp.spawn(rl_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    import time
+
+    ranks = mp.spawn(rl_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 300  # a rank that never returns fails the test instead of hanging the suite
+    while not ranks.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in ranks.processes:
+                process.kill()
+            pytest.fail("the two RL ranks did not finish within 300 s")
     weights = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(2)]
     for name, tensor in weights[0].items():  # DDP averaged the gradients: both ranks made the same updates
         torch.testing.assert_close(weights[1][name], tensor, rtol=0, atol=0, msg=name)
