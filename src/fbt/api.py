@@ -141,16 +141,19 @@ class NothingToDo(FbtError):
     """A resumed run has already trained as far as asked."""
 
 
+def unchangeable(changes: dict, saved: dict) -> list[str]:
+    """The requested settings (config field -> value) that differ from a run's and that a resume cannot change."""
+    return [name for name, value in changes.items() if name not in RESUME_CHANGES and value != saved.get(name, value)]
+
+
 def conflicting_settings(changes: dict, saved: dict) -> list[str]:
     """`--flag value (the run has X)` for every requested setting that a resumed run cannot change."""
     conflicts = []
-    for name, value in changes.items():
-        if name in RESUME_CHANGES or value == saved.get(name, value):
-            continue
+    for name in unchangeable(changes, saved):
         if name == "shared_kv":  # the flag is --kv shared|per-layer
-            conflicts.append(f"--kv {kv_choice(value)} (the run has {kv_choice(saved[name])})")
+            conflicts.append(f"--kv {kv_choice(changes[name])} (the run has {kv_choice(saved[name])})")
         else:
-            conflicts.append(f"--{name.replace('_', '-')} {value} (the run has {saved[name]})")
+            conflicts.append(f"--{name.replace('_', '-')} {changes[name]} (the run has {saved[name]})")
     return conflicts
 
 
@@ -243,11 +246,8 @@ def settings_to_resume(out: Path, model_config: ModelConfig, train_config: Train
     saved_model, saved_train = read_run_config(out)
     saved = {**saved_model.to_dict(), **saved_train.to_dict()}
     given = {**model_config.to_dict(), **train_config.to_dict()}
-    differ = [
-        f"{name}={value!r} (the run has {saved[name]!r})"
-        for name, value in given.items()
-        if name not in (*RESUME_CHANGES, "vocab_size") and value != saved.get(name, value)
-    ]
+    given.pop("vocab_size")
+    differ = [f"{name}={given[name]!r} (the run has {saved[name]!r})" for name in unchangeable(given, saved)]
     if differ:
         raise FbtError(f"{out} holds a run with other settings: {'; '.join(differ)}; use exists='overwrite'")
     return {"steps": train_config.steps, "data": train_config.data}
