@@ -159,7 +159,7 @@ def test_final_validation_is_a_full_pass_timed_apart_from_training(tmp_path, tex
     full = api.evaluate_run(tmp_path / "run", "valid", device="cpu")
     assert result["valid_loss"] == pytest.approx(full["loss"], rel=1e-6)
     assert result["final_valid_s"] > 0  # its own time: elapsed_s counts training only
-    assert "step 2: final validation, a full pass over the valid split" in capsys.readouterr().out
+    assert "step 2: final validation, a full pass over the valid split" in capsys.readouterr().err
 
 
 def test_extending_a_cosine_run_does_not_jump_the_learning_rate(tmp_path, text_file):

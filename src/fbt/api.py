@@ -183,11 +183,6 @@ def resume_trainer(out: str | Path, device: torch.device, changes: dict | None =
         )
     if steps == done:
         raise NothingToDo(f"{out} is complete at step {done}; pass --steps N > {done} to train it further")
-    if steps < saved.steps:
-        raise FbtError(
-            f"--steps {steps} would shorten the run's plan of {saved.steps} steps (its schedule too); --steps "
-            f"extends a run, and --time-budget SECONDS stops this call early"
-        )
     plan = dataclasses.replace(
         saved,
         steps=steps,

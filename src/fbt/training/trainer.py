@@ -14,6 +14,7 @@ never updated with it, and no checkpoint is written after it, so the last checkp
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections import deque
 from contextlib import nullcontext
@@ -344,8 +345,8 @@ class Trainer:
                 self.save_unless_saved()
                 self.write_summary(status, train)
                 raise TrainingInterrupted(self.run_dir, self.step, stop.signal)
-            if progress:
-                self.say(f"step {self.step}: final validation, a full pass over the valid split")
+            if progress and self.ranks.main:  # on stderr, with the progress bars: stdout is the results
+                print(f"step {self.step}: final validation, a full pass over the valid split", file=sys.stderr)
             started = time.perf_counter()
             valid = self.validate(final=True, progress=progress)
             final_valid_s = round(time.perf_counter() - started, 2)  # not in elapsed_s, which times training
