@@ -170,7 +170,8 @@ def test_rank_slices():
 
 
 def rl_worker(rank: int, world: int, init_file: str, root: str) -> None:
-    from fbt.rl.train import RLConfig, RLTrainer
+    from fbt.rl.config import RLConfig
+    from fbt.rl.train import RLTrainer
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

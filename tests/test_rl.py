@@ -14,11 +14,12 @@ pytest.importorskip("minigrid")
 from fbt.cli import main
 from fbt.models import build_model
 from fbt.models.config import ModelConfig
+from fbt.rl.config import POLICY_NAMES, RLConfig, core_config
 from fbt.rl.envs import make_vector_env
 from fbt.rl.evaluate import evaluate_policy
-from fbt.rl.policies import POLICY_NAMES, FeedbackCore, Policy, TransformerXLCore, core_config
+from fbt.rl.policies import FeedbackCore, Policy, TransformerXLCore
 from fbt.rl.ppo import Actor, EpisodeTracker, PPOSettings, compute_advantages, replay, rollout_sequences, sequences
-from fbt.rl.train import RLConfig, RLTrainer
+from fbt.rl.train import RLTrainer
 
 BANDIT = "fbt-test/CueBandit-v0"
 KEY, BALL = 5, 6  # MiniGrid object codes shown as the cue

@@ -1,6 +1,8 @@
 """What a new user sees: versions, defaults in --help, presets, headers, run listings, plots, generation."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -24,6 +26,26 @@ def run_cli(capsys, *args):
         code = exit.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+HELP_PROBE = """
+import sys
+from fbt.cli import main
+from fbt.commands import COMMANDS
+for argv in (["--help"], *([command.NAME, "--help"] for command in COMMANDS), ["rl", "train", "--help"],
+             ["analyze", "hessian", "--help"], ["data", "code-exec", "--help"]):
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+print(sorted(name for name in ("torch", "numpy", "safetensors", "matplotlib", "transformers") if name in sys.modules))
+"""
+
+
+def test_help_imports_no_torch():
+    # `fbt --help` and every command's --help read names and defaults only: loading torch took over a second.
+    probe = subprocess.run([sys.executable, "-c", HELP_PROBE], capture_output=True, text=True, check=True)
+    assert probe.stdout.splitlines()[-1] == "[]"
 
 
 def test_version_and_defaults_in_help(capsys):

@@ -7,14 +7,12 @@ that fails on the disk (full, read-only, gone) is one FbtError naming the file a
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -34,8 +32,6 @@ GENERATION_CONFIG = "generation_config.json"  # a pretrained model's defaults of
 CHECKPOINTS = "checkpoints"  # a run's checkpoint directories (checkpoint.py)
 LATEST = "latest"  # in CHECKPOINTS: the name of the newest complete checkpoint
 LOCK = ".lock"  # held by the process training in the run directory (runlock.py)
-
-Config = TypeVar("Config")
 
 
 class NonFiniteError(FbtError):
@@ -150,12 +146,3 @@ def load_weights(model: nn.Module, directory: Path) -> None:
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0]
         raise FbtError(f"{path} does not fit the model config: {first}") from None
-
-
-def config_from_dict(cls: type[Config], data: dict, what: str) -> Config:
-    """The config dataclass `cls` of a JSON object; a key it does not know is an error naming the `what` config
-    ("unknown model config keys: widht"), never silently dropped."""
-    unknown = sorted(set(data) - {field.name for field in dataclasses.fields(cls)})
-    if unknown:
-        raise FbtError(f"unknown {what} config keys: {', '.join(unknown)}")
-    return cls(**data)

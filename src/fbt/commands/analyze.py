@@ -6,13 +6,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from fbt.commands.common import DefaultsShown, OneLineParser
 from fbt.errors import FbtError
 from fbt.models.config import ModelConfig
 from fbt.models.registry import family_names
+
+if TYPE_CHECKING:
+    import torch
 
 NAME = "analyze"
 
@@ -97,8 +99,13 @@ def model_config(args: argparse.Namespace) -> ModelConfig | None:
     )
 
 
-def subjects(args: argparse.Namespace, dtype: torch.dtype = torch.float32) -> list:
+def subjects(args: argparse.Namespace, dtype: torch.dtype | None = None) -> list:
+    """The runs or fresh model to analyse, in `dtype` (default float32)."""
+    import torch
+
     from fbt.analysis.common import load_subject, require_scored
+
+    dtype = dtype or torch.float32
 
     runs = args.runs if isinstance(args.runs, list) else [args.runs] if args.runs else []
     if args.analysis == "jacobian" and not runs and not args.model:
@@ -131,6 +138,8 @@ def run(args: argparse.Namespace) -> None:
 def analysis_report(args: argparse.Namespace):
     """(the report, its module): the analysis run and its figure written."""
     if args.analysis == "gradcheck":
+        import torch
+
         from fbt.analysis import gradcheck as module
 
         (subject,) = subjects(args, torch.float64)
@@ -159,6 +168,8 @@ def analysis_report(args: argparse.Namespace):
 
 
 def hessian_command(args: argparse.Namespace):
+    import torch
+
     from fbt.analysis import hessian as module
     from fbt.analysis.common import run_subject
     from fbt.checkpoint import complete_checkpoints

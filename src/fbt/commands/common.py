@@ -6,8 +6,6 @@ import argparse
 import json
 import math
 
-import torch
-
 from fbt.errors import FbtError
 
 
@@ -50,6 +48,8 @@ def set_threads(args: argparse.Namespace) -> None:
         return
     if threads < 1:
         raise FbtError(f"--threads must be >= 1, got {threads}")
+    import torch
+
     torch.set_num_threads(threads)
 
 

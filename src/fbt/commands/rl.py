@@ -8,7 +8,7 @@ import sys
 
 from fbt.commands.common import DefaultsShown, OneLineParser, print_result
 from fbt.errors import FbtError
-from fbt.rl.train import RLConfig
+from fbt.rl.config import RLConfig
 
 NAME = "rl"
 

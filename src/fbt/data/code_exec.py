@@ -27,14 +27,16 @@ import random
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
 from fbt.data.splits import SPLITS
 from fbt.data.targets import IGNORE_INDEX
 from fbt.errors import FbtError
+
+if TYPE_CHECKING:  # the generator needs neither; loading a split does (`fbt data --help` stays light)
+    import torch
 
 VARIABLE_NAMES = ("x", "y", "z", "p", "r")
 MIN_VALUE, MAX_VALUE = 1, 10
@@ -271,4 +273,7 @@ def _encode(out: array, tokens: list[str], table: dict[str, int], path: Path, nu
 
 
 def _as_tensor(values: array) -> torch.Tensor:
+    import numpy as np
+    import torch
+
     return torch.from_numpy(np.frombuffer(values, dtype=np.int64))  # shares the array's memory: no copy

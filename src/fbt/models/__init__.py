@@ -13,13 +13,15 @@ what it declares to the rest of fbt is listed in family.py.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from fbt.models.config import MEMORY_SOURCES, ModelConfig
 from fbt.models.family import COMMON_OPTIONS, ModelFamily
-from fbt.models.pretrained import PretrainedModel, from_pretrained
 from fbt.models.registry import family_names, model_class, register_family
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def build_model(config: ModelConfig) -> nn.Module:
@@ -29,6 +31,15 @@ def build_model(config: ModelConfig) -> nn.Module:
 def state_nbytes(state: dict[str, torch.Tensor] | None) -> int:
     """Bytes held by the tensors of a carried state (None: a fresh stream holds nothing)."""
     return 0 if state is None else sum(t.numel() * t.element_size() for t in state.values())
+
+
+def __getattr__(name: str):
+    # Loading pretrained models needs torch; configs and the registry (all `fbt --help` reads) do not.
+    if name in ("PretrainedModel", "from_pretrained"):
+        from fbt.models import pretrained
+
+        return getattr(pretrained, name)
+    raise AttributeError(f"module 'fbt.models' has no attribute {name!r}")
 
 
 __all__ = [

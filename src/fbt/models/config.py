@@ -6,9 +6,9 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from fbt.configs import config_from_dict
 from fbt.errors import FbtError
 from fbt.models.registry import family_names, model_class
-from fbt.rundir import config_from_dict
 
 DECODERS = ("feedback", "transformer")  # seq2seq decoders
 MEMORY_SOURCES = ("all", "top", "layer")

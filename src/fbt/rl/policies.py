@@ -21,13 +21,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fbt.errors import FbtError
 from fbt.models.config import ModelConfig
 from fbt.models.feedback_step import FeedbackStack
 from fbt.models.layers import init_position_keys, init_weights
 from fbt.models.transformer_xl import XLLayer
-
-POLICY_NAMES = ("feedback", "transformer-xl", "lstm", "mlp")
 
 # MiniGrid encodes a cell as (object type < 11, colour < 6, state < 3); one embedding table with offsets.
 CELL_FIELDS = (11, 6, 3)
@@ -149,13 +146,6 @@ class MLPCore(nn.Module):
 
 
 CORES = {"feedback": FeedbackCore, "transformer-xl": TransformerXLCore, "lstm": LSTMCore, "mlp": MLPCore}
-
-
-def core_config(policy: str, dim: int, layers: int, heads: int, ff: int, span: int, head_dim: int = 0) -> ModelConfig:
-    """The sizes of a core, checked; the policy, not the config's `model`, picks the core."""
-    if policy not in CORES:
-        raise FbtError(f"unknown policy {policy!r}; choose one of {', '.join(POLICY_NAMES)}")
-    return ModelConfig(vocab_size=1, dim=dim, layers=layers, heads=heads, head_dim=head_dim, ff=ff, span=span)
 
 
 class Policy(nn.Module):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from fbt.configs import config_from_dict
 from fbt.errors import FbtError
-from fbt.rundir import config_from_dict
 from fbt.tasks import task_class_or_base
 
 OPTIMIZERS = ("adam", "adamw")
