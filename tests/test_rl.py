@@ -239,6 +239,8 @@ def test_rl_commands_end_to_end(tmp_path, capsys):
     code, out, err = run_cli(["rl", "train", *small, "--frames", "64", "--out", run], capsys)
     assert code == 0, err
     assert json.loads(out.splitlines()[-1])["updates"] == 2
+    code, out, err = run_cli(["rl", "train", *small[:-2], "--frames", "64", "--out", str(tmp_path / "logged")], capsys)
+    assert code == 0 and "\r" not in err and "train: 64/64 frame (100%)" in err, err  # a log gets whole lines
     code, out, err = run_cli(
         ["rl", "train", "--frames", "128", "--out", run, "--resume", "--no-progress", "--json"], capsys
     )

@@ -11,8 +11,11 @@ from tiny_runs import tiny_configs
 from fbt import __version__, api
 from fbt.cli import main
 from fbt.data.code_exec import ProgramSpec, generate_dataset
+from fbt.formatting import format_duration
 from fbt.models import ModelConfig, build_model
 from fbt.presets import PRESETS
+from fbt.progress import PlainProgress
+from fbt.training import trainer as trainer_module
 from fbt.sampling import generate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -100,6 +103,44 @@ def test_training_prints_a_header_with_the_parameter_count_and_the_next_commands
     parameters = sum(p.numel() for p in model.parameters())
     assert code == 0 and f"{parameters:,} parameters" in err and "2 streams x 8 = 16 per step" in err
     assert f"fbt eval {tmp_path / 'r'} --split test" in err and "fbt plot" in err
+
+
+def test_training_logged_to_a_file_prints_plain_progress_lines_and_keeps_stdout_for_results(
+    tmp_path, text_file, capsys, monkeypatch
+):
+    # capsys is not a terminal, as a log file is not: whole lines, no carriage returns, the results on stdout.
+    monkeypatch.setattr(trainer_module, "ETA_AFTER_S", 0.0)  # the estimate of the time left, after one step
+    code, out, err = run_cli(
+        capsys, "train", "--data", text_file, *TINY, "--steps", "20", "--eval-every", "10", "--out", tmp_path / "r"
+    )
+    progress = [line for line in err.splitlines() if line.startswith("train: ")]
+    assert code == 0 and "\r" not in err
+    assert [line.split(" step ")[0] for line in progress] == [f"train: {n}/20" for n in range(2, 21, 2)]
+    assert "(50%)" in progress[4] and "left" in progress[4] and "loss " in progress[4]
+    assert "step 10: valid" in err and "valid" not in out.replace("valid_", "")
+    assert "step 1: " in err and " steps/s over the first 0 s; about " in err and "to step 20, then a full" in err
+
+
+def test_plain_progress_writes_a_line_per_tenth_and_transient_work_only_when_slow(capsys):
+    with PlainProgress(total=30, desc="work", unit="item") as bar:
+        for _ in range(30):
+            bar.update(1)
+            bar.set_postfix(score="0.5")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 10 and lines[-1].startswith("work: 30/30 item (100%)") and lines[-1].endswith("score 0.5")
+    assert "left" in lines[0] and "left" not in lines[-1]
+    for _ in PlainProgress(range(30), total=30, tenths=False):
+        pass
+    assert capsys.readouterr().err == ""
+    for _ in PlainProgress(range(3), total=3, tenths=False, every=0.0):
+        pass
+    assert len(capsys.readouterr().err.splitlines()) == 3
+    assert [format_duration(s) for s in (5, 125, 3 * 3600 + 27 * 60, 2 * 86400 + 4 * 3600)] == [
+        "5s",
+        "2m 05s",
+        "3h 27m",
+        "2d 04h",
+    ]
 
 
 def test_the_summary_reports_a_mean_training_loss_and_whole_counts(tmp_path, text_file, capsys):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from torch import nn
-from tqdm import tqdm
 
 from fbt.data.tokenizer import EOS_ID, PAD_ID, BpeTokenizer
 from fbt.data.translation import ParallelCorpus, held_out_groups, load_split_pairs, pad
 from fbt.decoding import check_search, max_translation_tokens, search
 from fbt.errors import FbtError
+from fbt.progress import progress_display
 from fbt.scoring import corpus_scores
 
 
@@ -32,7 +32,7 @@ def translate_texts(
     order = sorted(range(len(texts)), key=lambda i: len(sources[i]))  # similar lengths batch together
     results: list[str] = [""] * len(texts)
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    for chunk in tqdm(batches, desc="translate", unit="batch", leave=False, disable=None if progress else True):
+    for chunk in progress_display(batches, desc="translate", unit="batch", leave=False, shown=progress):
         source = pad([sources[i] for i in chunk], PAD_ID).to(device)  # (B, S)
         limit = max_translation_tokens(context, source.shape[1])
         for i, ids in zip(chunk, search(model, source, limit, beam, length_penalty), strict=True):

@@ -26,13 +26,12 @@ import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from tqdm import tqdm
-
 from fbt.checkpoint import has_checkpoint
 from fbt.data.code_exec import generate_dataset
 from fbt.errors import FbtError
 from fbt.experiments.grid import MODEL_FIELDS, Cell, Grid
 from fbt.models.config import kv_choice
+from fbt.progress import progress_display
 from fbt.rundir import SUMMARY, read_json, write_json_atomic
 
 FBT = [sys.executable, "-m", "fbt.cli"]
@@ -186,7 +185,7 @@ def run_grid(grid: Grid, out: Path, jobs: int = 1, threads: int = 1, progress: b
         return ordered
     write_datasets(grid, out)
     results: dict[str, dict] = {}
-    bar = tqdm(total=len(grid.cells), desc="cells", unit="cell", disable=None if progress else True)
+    bar = progress_display(total=len(grid.cells), desc="cells", unit="cell", shown=progress)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(run_cell, cell, out, threads): cell for cell in grid.cells}
         for future in as_completed(futures):

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from fbt.errors import FbtError
+from fbt.progress import progress_display
 from fbt.rl.envs import make_env, make_vector_env, observation_tensors, success_return
 from fbt.rl.train import load_policy
 
@@ -52,7 +52,7 @@ def evaluate_policy(
     state = policy.initial_state(count, device)
     returns, lengths = np.zeros(count), np.zeros(count, dtype=np.int64)
     results: list[tuple[float, int]] = []
-    with tqdm(total=episodes, unit="episode", disable=not progress) as bar:
+    with progress_display(total=episodes, desc="eval", unit="episode", shown=progress) as bar:
         while quota.sum() > 0:
             action, state = act(policy, image, direction, state, start, greedy)
             obs, reward, terminated, truncated, _ = vector.step(action.cpu().numpy())

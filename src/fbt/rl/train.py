@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from fbt.checkpoint import find_checkpoint, has_checkpoint, save_checkpoint
 from fbt.errors import FbtError
+from fbt.progress import progress_display
 from fbt.rl.config import RLConfig, core_config
 from fbt.rl.envs import check_env_id, make_env, make_vector_env, success_return
 from fbt.rl.policies import Policy
@@ -184,13 +184,13 @@ class RLTrainer:
         total = math.ceil(cfg.frames / cfg.frames_per_update)
         actor = Actor(self.policy, self.envs, self.device, self.tracker)
         recent: deque = deque(maxlen=200)  # the last episodes, for the progress bar and the result
-        bar = tqdm(
+        bar = progress_display(
             total=total * cfg.frames_per_update,
             initial=self.frames,
+            desc="train",
             unit="frame",
             unit_scale=True,
-            disable=not (progress and self.ranks.main),
-            dynamic_ncols=True,
+            shown=progress and self.ranks.main,
         )
         settings = cfg.ppo()
         with stop_on_signals(announce=self.ranks.main) as stop:

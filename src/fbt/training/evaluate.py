@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from fbt.data.streams import SegmentStream
+from fbt.progress import progress_display
 from fbt.training.distributed import Ranks, rows_of
 from fbt.training.loss import segment_loss
 
@@ -37,8 +37,7 @@ def evaluate(
     loss_sum, correct, scored, seen, scored_bytes = 0.0, 0, 0, 0, 0
     state = None
     total = stream.segments_per_pass()
-    hidden = None if progress else True  # None: hidden when stderr is not a terminal
-    bar = tqdm(stream.iterate_once(), total=total, desc="eval", leave=False, disable=hidden, unit="seg")
+    bar = progress_display(stream.iterate_once(), total=total, desc="eval", leave=False, unit="seg", shown=progress)
     for inputs, targets in bar:
         seen += targets.numel()  # global, so every rank stops after the same segment
         rows = ranks.rows(targets.shape[0], even=task.even_split)

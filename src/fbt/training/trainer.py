@@ -30,7 +30,9 @@ from fbt.data.streams import SegmentStream
 from fbt.data.targets import IGNORE_INDEX
 from fbt.data.tokenizer import TOKENIZER_FILE
 from fbt.errors import FbtError
+from fbt.formatting import format_duration
 from fbt.models.layers import set_activation_checkpointing
+from fbt.progress import PlainProgress, progress_display
 from fbt.rundir import (
     METRICS,
     RESUME_INFO,
@@ -57,6 +59,7 @@ from fbt.training.optim import build_optimizer, learning_rate
 PERIODIC_SEGMENTS = 16
 Stage = tuple[SegmentStream, SegmentStream | None]  # (train, valid) streams of one dataset (or TranslationStreams)
 RECENT_STEPS = 100  # the training loss reported at the end is the mean over this many last updates
+ETA_AFTER_S = 10.0  # the speed behind the estimate of the time left is measured over this first stretch
 
 
 class Trainer:
@@ -318,6 +321,7 @@ class Trainer:
         window = LogWindow(session_start)
         recent: deque[float] = deque(maxlen=RECENT_STEPS)  # losses of the last scored updates
         status = "complete"
+        first_step, eta_due = self.step, progress and self.ranks.main
         with stop_on_signals(announce=self.ranks.main) as stop:
             with self.progress_bar(progress) as bar:
                 while self.step < self.config.steps:
@@ -330,9 +334,12 @@ class Trainer:
                     window.add(loss, tokens, grad_norm)
                     if loss == loss:  # segments without scored positions have no loss
                         recent.append(loss)
-                    bar.update(1)
                     if self.step % self.config.log_every == 0 or self.step == self.config.steps:
                         self.log_train(window, bar)
+                    bar.update(1)  # after the log, so that a plain progress line shows this step's loss
+                    if eta_due and time.perf_counter() - session_start >= ETA_AFTER_S:
+                        eta_due = False
+                        self.say(self.time_left(self.step - first_step, time.perf_counter() - session_start))
                     valid = self.periodic_validation()
                     advanced = self.maybe_advance(valid)
                     if advanced:
@@ -357,15 +364,19 @@ class Trainer:
             self.save_unless_saved()
             return self.write_summary(status, {**train, **prefixed("valid", valid), "final_valid_s": final_valid_s})
 
-    def progress_bar(self, progress: bool) -> tqdm:
-        """The steps of the run, shown by rank 0 when asked and stderr is a terminal."""
-        return tqdm(
-            total=self.config.steps,
-            initial=self.step,
-            desc="train",
-            unit="step",
-            dynamic_ncols=True,
-            disable=None if progress and self.ranks.main else True,
+    def progress_bar(self, progress: bool) -> tqdm | PlainProgress:
+        """The steps of the run, shown by rank 0 when asked: a bar on a terminal, plain lines in a log."""
+        return progress_display(
+            total=self.config.steps, initial=self.step, desc="train", unit="step", shown=progress and self.ranks.main
+        )
+
+    def time_left(self, steps_run: int, seconds: float) -> str:
+        """The estimate of the time to the last step, from the speed of this call's first steps."""
+        rate = steps_run / seconds
+        left = (self.config.steps - self.step) / rate
+        return (
+            f"step {self.step}: {rate:,.3g} steps/s over the first {seconds:.0f} s; about {format_duration(left)} "
+            f"to step {self.config.steps:,}, then a full validation pass"
         )
 
     def stop_reason(self, signalled: bool, session_start: float) -> str | None:
@@ -376,7 +387,7 @@ class Trainer:
         any_signalled, any_spent = self.ranks.sum([float(signalled), float(bool(spent))])
         return "interrupted" if any_signalled else "stopped" if any_spent else None
 
-    def log_train(self, window: LogWindow, bar: tqdm) -> None:
+    def log_train(self, window: LogWindow, bar: tqdm | PlainProgress) -> None:
         """A metrics row of the steps since the last one (their mean loss, speed and largest gradient norm)."""
         mean, speed, grad_norm = window.flush()
         self.log.write(
@@ -414,7 +425,7 @@ class Trainer:
     def say(self, message: str) -> None:
         """A line under the progress bar, from rank 0 only."""
         if self.ranks.main:
-            tqdm.write(message)
+            tqdm.write(message, file=sys.stderr)  # stdout holds the results alone
 
     def write_summary(self, status: str, metrics: dict) -> dict:
         """The end of a training call, as returned and as run_dir/summary.json (NaN written as null)."""
