@@ -15,8 +15,8 @@ from fbt.formatting import format_duration
 from fbt.models import ModelConfig, build_model
 from fbt.presets import PRESETS
 from fbt.progress import PlainProgress
-from fbt.training import trainer as trainer_module
 from fbt.sampling import generate
+from fbt.training import trainer as trainer_module
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY = ["--dim", "16", "--layers", "1", "--heads", "2", "--ff", "32", "--batch", "2", "--segment", "8"]
