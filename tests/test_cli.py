@@ -7,6 +7,8 @@ import sys
 import pytest
 
 from fbt.cli import main
+from fbt.data.code_exec import load_code_exec_split
+from fbt.data.code_exec_heuristics import heuristic_accuracies
 
 TINY = [
     "--dim",
@@ -84,6 +86,8 @@ def test_code_exec_train_eval_generate(code_run, capsys):
     assert main(["eval", str(run), "--json"]) == 0
     result = last_json(capsys.readouterr().out)
     assert set(result) >= {"accuracy", "loss", "split"} and 0 <= result["accuracy"] <= 1
+    floors = heuristic_accuracies(*load_code_exec_split(data, "test"))  # printed beside the model's accuracy
+    assert {result["floor_last_print"], result["floor_count_ignoring_ifs"]} == set(floors.values())
     assert main(["generate", str(run), "--prompt", "x = 3 ; print x ;", "--json"]) == 0
     output = last_json(capsys.readouterr().out)["output"]
     assert output.startswith("x = 3 ; print x ; [") and output.endswith("]")

@@ -30,7 +30,7 @@ def test_the_library_example_trains_saves_loads_and_samples_verbatim(tmp_path, m
     exec(compile(python_example("## Using the library directly"), str(README), "exec"), namespace)
     printed = capsys.readouterr().out.splitlines()
     assert float(printed[0].removeprefix("loss ")) < 3.0  # it learned: a uniform guess over bytes is ln 256 = 5.5
-    assert {path.name for path in (tmp_path / "my-model").iterdir()} == {
+    assert {path.name for path in (tmp_path / "runs" / "my-model").iterdir()} == {
         "model.safetensors",
         "config.json",
         "generation_config.json",

@@ -93,6 +93,14 @@ def test_resume_refuses_conflicting_settings_and_says_when_there_is_nothing_to_d
     assert "already at step 3" in capsys.readouterr().err
 
 
+def test_a_resume_that_ends_a_run_early_says_so(tmp_path, text_file, capsys):
+    model_config, train_config = tiny_configs(text_file, steps=8, schedule="cosine", time_budget=1e-9)  # 1 step
+    api.train(model_config, train_config, tmp_path / "run", "cpu", progress=False)
+    assert main(["train", "--resume", "--out", str(tmp_path / "run"), "--steps", "4", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: --steps 4 ends" in err and "before its planned 8 steps, and its learning-rate schedule" in err
+
+
 def test_a_time_budget_counts_this_call_only(tmp_path, text_file):
     model_config, train_config = tiny_configs(text_file, steps=3, time_budget=3600)
     api.train(model_config, train_config, tmp_path / "run", "cpu", progress=False)

@@ -2,6 +2,7 @@
 a memory bandit that needs memory, and the `fbt rl` commands."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -253,6 +254,19 @@ def test_rl_commands_end_to_end(tmp_path, capsys):
     result = json.loads(out)
     assert result["episodes"] == 3 and 0 <= result["success_rate"] <= 1
     assert {"mean_return", "mean_length"} <= set(result)
+    # The run tooling reads RL runs: listed with frames and the recorded evaluation, shown, plotted.
+    code, out, err = run_cli(["runs", str(tmp_path), "--json"], capsys)
+    listed = {Path(row["path"]).name: row for row in json.loads(out)}
+    assert code == 0 and listed["run"]["task"] == "rl MiniGrid-MemoryS7-v0" and listed["run"]["tokens"] == 128
+    assert listed["run"]["test"] == result["success_rate"] and listed["run"]["status"] == "complete"
+    code, out, err = run_cli(["runs", str(tmp_path)], capsys)
+    assert "128 frames" in out and f"{result['success_rate']:.1%} success" in out
+    code, out, err = run_cli(["show", run], capsys)
+    assert code == 0 and "complete: 4 of 4 updates" in out and "frames 128" in out and "eval test" in out
+    code, out, err = run_cli(["show", run, "--json"], capsys)
+    assert json.loads(out.splitlines()[-1])["config"]["rl"]["frames"] == 128
+    code, out, err = run_cli(["plot", run, "--out", str(tmp_path / "rl.png")], capsys)
+    assert code == 0 and (tmp_path / "rl.png").read_bytes()[:4] == b"\x89PNG"
     gif = tmp_path / "episode.gif"
     code, out, err = run_cli(["rl", "render", run, "--out", str(gif), "--json"], capsys)
     assert code == 0, err

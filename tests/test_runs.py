@@ -124,7 +124,7 @@ def test_a_summary_from_an_earlier_step_does_not_name_the_status():
 def test_format_runs_table_lines_up_one_row_per_run(run_root):
     table = runs.format_runs_table(runs.find_runs(run_root))
     header, *rows = table.splitlines()
-    assert header.split()[:4] == ["run", "model", "layers", "params"]
+    assert header.split()[:5] == ["run", "task", "model", "layers", "params"]
     assert len(rows) == 2
     assert str(run_root / "a") in rows[0] and "lstm" in rows[0] and f"{STEPS}/{STEPS}" in rows[0]
     assert str(run_root / "b") in rows[1] and "feedback" in rows[1] and rows[1].rstrip().endswith("complete")

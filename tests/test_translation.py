@@ -278,10 +278,24 @@ def test_train_eval_translate_end_to_end(tmp_path, capsys, decoder):
     assert (run / "tokenizer.json").is_file()
     assert list(run.glob("checkpoints/step-*/tokenizer.json"))
     capsys.readouterr()
-    assert main(["eval", str(run), "--split", "test", "--json", "--beam", "2"]) == 0
+    hypotheses = tmp_path / "test.hyp"
+    assert main(["eval", str(run), "--split", "test", "--json", "--beam", "2", "--outputs", str(hypotheses)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"bleu", "chrf", "perplexity", "copy_source_bleu", "bleu_signature"} <= set(result)
     assert 0 <= result["bleu"] <= 100 and result["sentences"] > 0
+    written = hypotheses.read_text(encoding="utf-8").splitlines()
+    assert len(written) == result["sentences"] and len(result["examples"]) == 3
+    assert [example["translation"] for example in result["examples"]] == written[:3]
+    assert main(["eval", str(run), "--split", "test", "--beam", "2"]) == 0
+    assert "examples 1, source: " in capsys.readouterr().out
+    # The run tooling on a translation run: listed with its recorded BLEU, shown, plotted.
+    assert main(["runs", str(tmp_path), "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["task"] == "translation" and listed["test"] == result["bleu"] and listed["test_name"] == "bleu"
+    assert main(["show", str(run)]) == 0
+    assert "seq2seq" in (shown := capsys.readouterr().out) and "eval test" in shown
+    assert main(["plot", str(run), "--out", str(tmp_path / "curves.png")]) == 0
+    capsys.readouterr()
     assert set(result["groups"].split(", ")) <= {f"Book{g}" for g in range(8)}
     sentences = tmp_path / "in.txt"
     sentences.write_text("uno dos\nluz\n\ntierra dios tres\n")

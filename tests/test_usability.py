@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from tiny_runs import tiny_configs
+from tiny_runs import tiny_configs, write_corpus
 
 from fbt import __version__, api
 from fbt.cli import main
@@ -167,6 +167,18 @@ def test_runs_show_and_plot_on_a_directory_of_runs(tmp_path, text_file, capsys):
     assert "no runs under" in run_cli(capsys, "runs", tmp_path / "empty")[1]
     code, out, _ = run_cli(capsys, "show", tmp_path / "runs" / "fb", "--json")
     assert json.loads(out)["summary"]["step"] == 3
+    # For people: the family's description and the settings that differ from the defaults and apply to the run.
+    code, out, _ = run_cli(capsys, "show", tmp_path / "runs" / "fb")
+    assert code == 0 and "complete: 3 of 3 steps" in out and "feedback, 2 layers, d16, 2 heads" in out
+    assert "steps 3" in out and "decoder" not in out and "tokenizer_vocab" not in out and "{" not in out
+    # An evaluation of the test split is recorded and listed beside the validation.
+    code, out, _ = run_cli(capsys, "eval", tmp_path / "runs" / "xl", "--json")
+    bpb = json.loads(out.splitlines()[-1])["bits_per_byte"]
+    code, out, _ = run_cli(capsys, "runs", tmp_path / "runs")
+    assert out.splitlines()[0].split()[-2:] == ["test", "status"] and f"{bpb:.3f} bpb  complete" in out
+    other = write_corpus(tmp_path / "other.txt")
+    code, out, _ = run_cli(capsys, "eval", tmp_path / "runs" / "xl", "--data", other, "--split", "valid")
+    assert "valid" not in json.loads((tmp_path / "runs" / "xl" / "evaluations.json").read_text())  # other data
     png = tmp_path / "curves.png"
     assert run_cli(capsys, "plot", tmp_path / "runs" / "fb", tmp_path / "runs" / "xl", "--out", png)[0] == 0
     assert png.read_bytes().startswith(PNG_SIGNATURE)

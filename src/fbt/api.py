@@ -26,6 +26,7 @@ from fbt.rundir import (
     SUMMARY,
     load_weights,
     read_json,
+    record_evaluation,
     write_json_atomic,
 )
 from fbt.sampling import check_sampling
@@ -183,6 +184,9 @@ def resume_trainer(out: str | Path, device: torch.device, changes: dict | None =
         )
     if steps == done:
         raise NothingToDo(f"{out} is complete at step {done}; pass --steps N > {done} to train it further")
+    if steps < saved.steps and Ranks.current().main:
+        schedule = ", and its learning-rate schedule now ends there" if saved.schedule != "constant" else ""
+        warn(f"--steps {steps} ends {out} before its planned {saved.steps} steps{schedule}")
     plan = dataclasses.replace(
         saved,
         steps=steps,
@@ -301,17 +305,25 @@ def evaluate_run(
     progress: bool = False,
     beam: int = 1,
     length_penalty: float = 1.0,
+    outputs: str | None = None,
 ) -> dict:
     """The run's task scores `split`: a full pass with state carried (loss, accuracy and, for text, bits per
-    byte); translation adds BLEU and chrF of decoding with `beam` and `length_penalty`."""
+    byte); translation adds BLEU and chrF of decoding with `beam` and `length_penalty`, and writes the decoded
+    split to `outputs` when given. An evaluation of the run's own data is recorded in the run (evaluations.json)."""
     model, task, _, train_config = load_run(path, device)
+    if outputs and not task.decodes:
+        raise FbtError(f"outputs are decoded translations; a {task.name} run decodes none")
+    own_data = not data or data == train_config.data
     if not data:
         check_data_exists(train_config)
     data = data or train_config.data
     (stream,) = task.streams(train_config, data, (split,), batch, segment)
     metrics = evaluate(model, stream, task, next(model.parameters()).device, progress=progress)
-    settings = EvalSettings(batch, segment, beam, length_penalty, progress)
-    return {**metrics, **task.decoded_scores(model, train_config, data, split, settings)}
+    settings = EvalSettings(batch, segment, beam, length_penalty, progress, outputs)
+    result = {**metrics, **task.decoded_scores(model, train_config, data, split, settings)}
+    if own_data:  # `fbt runs` shows the test figure beside the run's validation
+        record_evaluation(find_checkpoint(Path(path)), split, result)
+    return result
 
 
 def generate_from_run(

@@ -6,10 +6,12 @@ matplotlib is an optional dependency (`pip install fbt[plot]`); it is imported w
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 from fbt.errors import FbtError
-from fbt.runs import read_config, read_metrics, valid_metric_name
+from fbt.runs import read_config, read_metrics
+from fbt.tasks import task_class_or_base
 
 
 def pyplot():
@@ -77,10 +79,12 @@ VALID_AXES = {
 
 
 def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens") -> Path:
-    """Training loss (left) and the validation metric (right) of each run against tokens or wall-clock time.
+    """The loss (left: training line, validation dots, one colour per run) and the validation metric (right)
+    of each run against tokens or wall-clock time.
 
-    The validation metric is the first run's (accuracy for code-exec, bits per byte for text); runs of another
-    task are left out of that panel.
+    Losses are in bits per byte when every run's tokens are bytes, else in nats per token. The validation
+    metric is the first run's (accuracy for code-exec, with the heuristic floors of its valid split; bits per
+    byte for text); runs of another task are left out of that panel.
     """
     if x not in X_AXES:
         raise FbtError(f"unknown x axis {x!r}; choose one of {', '.join(X_AXES)}")
@@ -93,26 +97,39 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens") ->
         if not train_rows and not valid_rows:
             raise FbtError(f"{run_dir} has no metrics yet: {run_dir / 'metrics.csv'} is missing or empty")
         label = f"{run_dir.name} ({config['model'].get('model', '?')})"
-        runs.append((label, config["train"].get("task", "text"), train_rows, valid_rows))
-    metric = valid_metric_name(runs[0][1])
+        runs.append((label, task_class_or_base(config["train"].get("task", "text")), train_rows, valid_rows))
+    metric = runs[0][1].valid_metric
     x_label, x_scale = X_AXES[x]
     valid_label, valid_scale = VALID_AXES.get(metric, (metric.replace("_", " "), 1.0))
+    in_bits = all(task.tokens_are_bytes for _, task, _, _ in runs)
+    loss_label, loss_scale = ("loss (bits per byte)", 1 / math.log(2)) if in_bits else ("loss (nats per token)", 1.0)
 
     plt = pyplot()
     figure, (loss_axes, valid_axes) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
     for label, task, train_rows, valid_rows in runs:
         xs, ys = _curve(train_rows, x, "train_loss")
+        color = None
         if xs:
-            loss_axes.plot([v * x_scale for v in xs], ys, linewidth=1.2, label=label)
-        if valid_metric_name(task) != metric:
+            (line,) = loss_axes.plot(
+                [v * x_scale for v in xs], [v * loss_scale for v in ys], linewidth=1.2, label=label
+            )
+            color = line.get_color()
+        xs, ys = _curve(valid_rows, x, "valid_loss")
+        if xs:
+            loss_axes.plot([v * x_scale for v in xs], [v * loss_scale for v in ys], "o", markersize=3, color=color)
+        if task.valid_metric != metric:
             continue
         xs, ys = _curve(valid_rows, x, metric)
         if xs:
             valid_axes.plot(
                 [v * x_scale for v in xs], [v * valid_scale for v in ys], marker="o", markersize=3, label=label
             )
+    if metric == "valid_accuracy":
+        floors = runs[0][1].floors(read_config(run_dirs[0])["train"].get("data", ""), "valid")
+        for (name, value), style in zip(floors.items(), (":", "--", "-.")):
+            valid_axes.axhline(100 * value, color="gray", linestyle=style, linewidth=1, label=f"{name} ({value:.1%})")
     for axes, y_label, title in (
-        (loss_axes, "training loss (nats per token)", "training loss"),
+        (loss_axes, loss_label, "loss: training (lines), validation (dots)"),
         (valid_axes, valid_label, "validation"),
     ):
         axes.set_xlabel(x_label)

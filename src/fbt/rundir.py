@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from fbt.errors import FbtError
+from fbt.errors import FbtError, warn
 
 CONFIG = "config.json"  # a run's {"model": ..., "train": ...} (or {"rl": ...}); a pretrained model's ModelConfig
 ORIGINAL_CONFIG = "config.original.json"  # the run's first config, kept once a resume changes config.json
@@ -32,6 +32,7 @@ GENERATION_CONFIG = "generation_config.json"  # a pretrained model's defaults of
 CHECKPOINTS = "checkpoints"  # a run's checkpoint directories (checkpoint.py)
 LATEST = "latest"  # in CHECKPOINTS: the name of the newest complete checkpoint
 LOCK = ".lock"  # held by the process training in the run directory (runlock.py)
+EVALUATIONS = "evaluations.json"  # {split: the last `fbt eval` of the run's own data, with its checkpoint}
 
 
 class NonFiniteError(FbtError):
@@ -146,3 +147,18 @@ def load_weights(model: nn.Module, directory: Path) -> None:
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0]
         raise FbtError(f"{path} does not fit the model config: {first}") from None
+
+
+def record_evaluation(checkpoint: Path, name: str, result: dict) -> None:
+    """Keep `result` (an evaluation of `checkpoint` on the run's own data) as entry `name` of its run's
+    evaluations.json, where `fbt runs` and `fbt show` read it. A checkpoint outside a run keeps nothing; a run
+    directory that cannot be written (read-only, full) gets a warning, the evaluation is still reported."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.parent.name != CHECKPOINTS:
+        return
+    path = checkpoint.parent.parent / EVALUATIONS
+    try:
+        known = read_json(path) if path.is_file() else {}
+        write_json_atomic(path, {**known, name: {**result, "checkpoint": checkpoint.name}})
+    except FbtError as error:
+        warn(f"the evaluation was not recorded in the run: {error}")

@@ -1,7 +1,8 @@
 """What runs a directory holds and how far each got: the data behind `fbt runs`, `fbt show` and `fbt plot`.
 
-Everything here reads files only (configs, resume.json, safetensors headers, metrics.csv): listing a folder of
-runs never loads weights or builds a model.
+Everything here reads files only (configs, resume.json, safetensors headers, metrics.csv, evaluations.json):
+listing a folder of runs never loads weights or builds a model. Runs of `fbt rl train` are listed beside those
+of `fbt train`, with frames for tokens and their training success for a validation.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from safetensors import SafetensorError, safe_open
 from fbt.checkpoint import find_checkpoint
 from fbt.errors import FbtError
 from fbt.formatting import format_count
-from fbt.rundir import CHECKPOINTS, CONFIG, METRICS, RESUME_INFO, SUMMARY, WEIGHTS, read_json
+from fbt.rundir import CHECKPOINTS, CONFIG, EVALUATIONS, METRICS, RESUME_INFO, SUMMARY, WEIGHTS, read_json
 from fbt.tasks import task_class_or_base
 from fbt.training.metrics_log import COLUMNS
 
@@ -30,24 +31,23 @@ class RunInfo:
     task: str
     layers: int
     parameters: int | None  # None without a checkpoint
-    step: int  # steps done, from the newest complete checkpoint
+    step: int  # steps (RL: updates) done, from the newest complete checkpoint
     steps: int  # steps planned
-    tokens: int
+    tokens: int  # RL: frames
     best_valid: float | None
     best_valid_name: str  # the task's valid_metric: "valid_accuracy" (higher is better), "valid_bits_per_byte"...
     status: str  # "complete", "stopped" (or the summary's own word for an early end), "partial", "no checkpoint"
+    test: float | None = None  # the task's test_metric in the run's last `fbt eval` of its test split
+    test_name: str = ""
+    test_step: int | None = None  # the step of the checkpoint that evaluation read
 
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "path": str(self.path)}
 
 
-def valid_metric_name(task: str) -> str:
-    """The validation column that says how good a run of `task` is."""
-    return task_class_or_base(task).valid_metric
-
-
 def is_run_dir(path: Path) -> bool:
-    """A directory whose config.json names a model and a training run (checkpoint directories excluded)."""
+    """A directory whose config.json names a model and a training run, or an RL run (checkpoint directories
+    excluded)."""
     path = Path(path)
     if not (path / CONFIG).is_file() or (path / WEIGHTS).exists():
         return False
@@ -55,7 +55,7 @@ def is_run_dir(path: Path) -> bool:
         config = read_json(path / CONFIG)
     except FbtError:
         return False
-    return "model" in config and "train" in config
+    return ("model" in config and "train" in config) or "rl" in config
 
 
 def read_config(path: str | Path) -> dict:
@@ -80,8 +80,6 @@ def find_runs(root: str | Path) -> list[RunInfo]:
         raise FbtError(f"no such directory: {root}")
     if not root.is_dir():
         raise FbtError(f"{root} is not a directory")
-    if is_rl_run(root):
-        raise FbtError(f"{root} is a reinforcement-learning run: see `fbt rl eval` and `fbt rl plot`")
     if _looks_like_run(root):
         return [run_info(root)]
     found = []
@@ -91,8 +89,7 @@ def find_runs(root: str | Path) -> list[RunInfo]:
         subdirs[:] = sorted(name for name in subdirs if not name.startswith("."))
         current = Path(directory)
         if current != root and _looks_like_run(current):
-            if not is_rl_run(current):  # RL runs have their own commands (`fbt rl`)
-                found.append(current)
+            found.append(current)
             subdirs.clear()
     return [run_info(path) for path in sorted(found)]
 
@@ -114,15 +111,14 @@ def _looks_like_run(path: Path) -> bool:
 
 def run_info(path: str | Path) -> RunInfo:
     path = Path(path)
+    if is_rl_run(path):
+        return rl_run_info(path)
     config = read_config(path)
     model, train = config["model"], config["train"]
     task = str(train.get("task", "text"))
     judge = task_class_or_base(task)  # its valid_metric says how good the run is
     steps = int(train.get("steps", 0))
-    try:
-        checkpoint_dir: Path | None = find_checkpoint(path)
-    except FbtError:
-        checkpoint_dir = None
+    checkpoint_dir = newest_checkpoint(path)
     resume = read_json(checkpoint_dir / RESUME_INFO) if checkpoint_dir else {}
     step = int(resume.get("step", 0))
     summary_path = path / SUMMARY
@@ -140,6 +136,57 @@ def run_info(path: str | Path) -> RunInfo:
         best_valid=best_value(valid_rows, judge.valid_metric, judge.higher_is_better),
         best_valid_name=judge.valid_metric,
         status=run_status(checkpoint_dir is not None, step, steps, summary),
+        **test_figure(path, judge.test_metric),
+    )
+
+
+def newest_checkpoint(path: Path) -> Path | None:
+    try:
+        return find_checkpoint(path)
+    except FbtError:
+        return None
+
+
+def test_figure(path: Path, metric: str) -> dict:
+    """RunInfo's test fields from the run's recorded evaluation of its test split (evaluations.json)."""
+    recorded = read_json(path / EVALUATIONS).get("test", {}) if (path / EVALUATIONS).is_file() else {}
+    value = recorded.get(metric)
+    if not isinstance(value, (int, float)):
+        return {"test_name": metric}
+    checkpoint = str(recorded.get("checkpoint", ""))
+    step = int(checkpoint.split("-")[-1]) if checkpoint.startswith("step-") else None
+    return {"test": float(value), "test_name": metric, "test_step": step}
+
+
+RL_SUCCESS_UPDATES = 10  # an RL run's validation figure: its success rate over its last updates' episodes
+
+
+def rl_run_info(path: Path) -> RunInfo:
+    """An RL run's row: updates for steps, frames for tokens, the training success of its last updates for a
+    validation figure, and the success rate of its last `fbt rl eval` for a test figure."""
+    rl = read_json(path / CONFIG)["rl"]
+    if not isinstance(rl, dict):
+        raise FbtError(f"{path / CONFIG} has an 'rl' entry that is not an object")
+    checkpoint_dir = newest_checkpoint(path)
+    resume = read_json(checkpoint_dir / RESUME_INFO) if checkpoint_dir else {}
+    per_update = int(rl.get("envs", 1)) * int(rl.get("steps", 1))
+    steps = -(-int(rl.get("frames", 0)) // per_update)
+    step = int(resume.get("update", 0))
+    rows = [row for row in read_csv_rows(path / METRICS) if isinstance(row.get("success_rate"), (int, float))]
+    recent = [row["success_rate"] for row in rows[-RL_SUCCESS_UPDATES:]]
+    return RunInfo(
+        path=path,
+        model=str(rl.get("policy", "?")),
+        task=f"rl {rl.get('env', '?')}",
+        layers=int(rl.get("layers", 0)),
+        parameters=count_parameters(checkpoint_dir / WEIGHTS) if checkpoint_dir else None,
+        step=step,
+        steps=steps,
+        tokens=int(resume.get("frames", 0)),
+        best_valid=sum(recent) / len(recent) if recent else None,
+        best_valid_name="train_success_rate",
+        status=run_status(checkpoint_dir is not None, step, steps, None),
+        **test_figure(path, "success_rate"),
     )
 
 
@@ -183,20 +230,19 @@ def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
     """(train rows, valid rows) of a run's metrics.csv, numbers parsed and empty cells left out."""
     path = Path(path)
     read_config(path)
-    metrics_csv = path / METRICS
-    train_rows: list[dict] = []
-    valid_rows: list[dict] = []
+    rows = read_csv_rows(path / METRICS)
+    return [row for row in rows if row.get("kind") == "train"], [row for row in rows if row.get("kind") == "valid"]
+
+
+def read_csv_rows(metrics_csv: Path) -> list[dict]:
+    """The rows of a metrics.csv, numbers parsed and empty cells left out; [] when there is no file."""
     if not metrics_csv.is_file():
-        return train_rows, valid_rows
+        return []
     with open(metrics_csv, newline="") as handle:
-        for raw in csv.DictReader(handle):
-            row = {name: _parse_cell(value) for name, value in raw.items() if name and value}
-            kind = raw.get("kind")
-            if kind == "train":
-                train_rows.append(row)
-            elif kind == "valid":
-                valid_rows.append(row)
-    return train_rows, valid_rows
+        return [
+            {name: _parse_cell(value) for name, value in raw.items() if name and value}
+            for raw in csv.DictReader(handle)
+        ]
 
 
 def _parse_cell(value: str) -> int | float | str:
@@ -212,18 +258,105 @@ def _parse_cell(value: str) -> int | float | str:
 def show_run(path: str | Path) -> dict:
     """Everything known about one run, as plain JSON types."""
     path = Path(path)
-    if is_rl_run(path):
-        raise FbtError(f"{path} is a reinforcement-learning run: see `fbt rl eval` and `fbt rl plot`")
     info = run_info(path)
     summary_path = path / SUMMARY
-    train_rows, _ = read_metrics(path)
+    rl = is_rl_run(path)
+    train_rows = [] if rl else read_metrics(path)[0]
+    evaluations = path / EVALUATIONS
     return {
         "run": str(path),
-        "config": read_config(path),
+        "config": read_json(path / CONFIG) if rl else read_config(path),
         "summary": read_json(summary_path) if summary_path.is_file() else None,
         "info": info.to_json(),
+        "evaluations": read_json(evaluations) if evaluations.is_file() else {},
         "diagnostics": last_diagnostics(train_rows),
     }
+
+
+def format_shown(shown: dict) -> str:
+    """`fbt show` for people: what the run is and how far it got, each setting that differs from its default,
+    its figures. Fields that do not apply to the run (a decoder on a byte-level run) are not shown."""
+    info = shown["info"]
+    unit = "frames" if "rl" in shown["config"] else "tokens"
+    steps = "updates" if unit == "frames" else "steps"
+    lines = [
+        ("run", shown["run"]),
+        (
+            "status",
+            f"{info['status']}: {info['step']:,} of {info['steps']:,} {steps}, "
+            f"{format_count(info['tokens'], decimals=2)} {unit}",
+        ),
+        ("task", info["task"]),
+        ("model", describe_model(shown["config"], info)),
+    ]
+    titles = {"model": "model config", "train": "training", "rl": "training"}
+    for name, settings in shown["config"].items():
+        lines.append((titles.get(name, name), changed_settings(name, settings)))
+    lines.append(("best valid", format_valid(info["best_valid"], info["best_valid_name"])))
+    summary = shown.get("summary") or {}
+    if summary.get("step") != info["step"]:  # written by an earlier session of a run resumed since
+        summary = {}
+    finals = {k: v for k, v in summary.items() if isinstance(v, float) and k.startswith(("train_", "valid_"))}
+    if finals:
+        lines.append(("final", ", ".join(f"{k} {v:.4g}" for k, v in finals.items())))
+    for split, result in shown.get("evaluations", {}).items():
+        figures = {k: v for k, v in result.items() if isinstance(v, float)}
+        lines.append(
+            (
+                f"eval {split}",
+                ", ".join(f"{k} {v:.4g}" for k, v in figures.items()) + f" ({result.get('checkpoint', '?')})",
+            )
+        )
+    if shown.get("diagnostics"):
+        lines.append(("diagnostics", ", ".join(f"{k} {v}" for k, v in shown["diagnostics"].items())))
+    width = max(len(name) for name, _ in lines)
+    return "\n".join(f"{name:>{width}}  {text}" for name, text in lines if text)
+
+
+def describe_model(config: dict, info: dict) -> str:
+    """The family's own one-line description (as in the training header) and the parameter count."""
+    from fbt.models.config import ModelConfig
+    from fbt.models.registry import model_class
+
+    try:
+        described = model_class(info["model"]).describe(ModelConfig.from_dict(config["model"]))
+    except (FbtError, KeyError, TypeError):  # an RL policy, or a family not registered in this process
+        described = f"{info['model']}, {info['layers']} layers"
+    return described + ("" if info["parameters"] is None else f": {info['parameters']:,} parameters")
+
+
+def changed_settings(section: str, settings: dict) -> str:
+    """The settings of a config section that differ from the defaults of its dataclass, as "name value"."""
+    defaults = default_settings(section, settings)
+    changed = [f"{k} {v}" for k, v in settings.items() if k not in defaults or defaults[k] != v]
+    return ", ".join(changed) or "defaults"
+
+
+def default_settings(section: str, settings: dict) -> dict:
+    """The defaults of config section `section` ("model", "train", "rl"); {} for a section fbt does not know.
+    A model section's fields its family does not read are left out (they are never shown)."""
+    import dataclasses
+
+    if section == "model":
+        from fbt.models.config import ModelConfig
+        from fbt.models.family import COMMON_OPTIONS
+        from fbt.models.registry import family_names, model_class
+
+        defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+        family = settings.get("model")
+        if family in family_names():
+            read = {*COMMON_OPTIONS, *model_class(family).options}
+            defaults.update({name: settings.get(name) for name in defaults if name not in read})
+        return defaults
+    if section == "train":
+        from fbt.training.config import TrainConfig
+
+        return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    if section == "rl":
+        from fbt.rl.config import RLConfig
+
+        return {f.name: f.default for f in dataclasses.fields(RLConfig)}
+    return {}
 
 
 def last_diagnostics(train_rows: list[dict]) -> dict:
@@ -236,31 +369,49 @@ def last_diagnostics(train_rows: list[dict]) -> dict:
 
 
 def format_valid(value: float | None, metric: str) -> str:
+    """A validation or test figure with its unit: "98.80% acc", "1.234 bpb", "63.0% success"."""
     if value is None:
         return "-"
-    if metric == "valid_accuracy":
+    name = metric.removeprefix("valid_")
+    if name == "accuracy":
         return f"{value:.2%} acc"
-    if metric == "valid_bits_per_byte":
+    if name == "bits_per_byte":
         return f"{value:.3f} bpb"
-    if metric == "valid_perplexity":
+    if name == "perplexity":
         return f"{value:.2f} ppl"
-    return f"{value:.3f} loss"
+    if name == "bleu":
+        return f"{value:.1f} BLEU"
+    if name == "success_rate":
+        return f"{value:.1%} success"
+    if name == "train_success_rate":
+        return f"{value:.1%} success (train)"
+    return f"{value:.3f} {name}"
 
 
-TABLE_HEADER = ("run", "model", "layers", "params", "steps", "tokens", "best valid", "status")
-RIGHT_ALIGNED = {"layers", "params", "steps", "tokens", "best valid"}
+def format_test(run: RunInfo) -> str:
+    """The test figure, with the step of the checkpoint it read when that is not the run's newest."""
+    shown = format_valid(run.test, run.test_name)
+    if run.test is not None and run.test_step is not None and run.test_step != run.step:
+        shown += f" @{run.test_step}"
+    return shown
+
+
+TABLE_HEADER = ("run", "task", "model", "layers", "params", "steps", "seen", "best valid", "test", "status")
+RIGHT_ALIGNED = {"layers", "params", "steps", "seen", "best valid", "test"}
 
 
 def format_runs_table(runs: list[RunInfo]) -> str:
     rows = [TABLE_HEADER] + [
         (
             str(run.path),
+            run.task,
             run.model,
             str(run.layers),
             "-" if run.parameters is None else format_count(run.parameters),
             f"{run.step}/{run.steps}",
-            format_count(run.tokens, decimals=2),
+            format_count(run.tokens, decimals=2) + (" frames" if run.task.startswith("rl ") else " tokens"),
             format_valid(run.best_valid, run.best_valid_name),
+            format_test(run),
             run.status,
         )
         for run in runs

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 
 from fbt.data.tokenizer import EOS_ID, PAD_ID, BpeTokenizer
@@ -9,7 +11,10 @@ from fbt.data.translation import ParallelCorpus, held_out_groups, load_split_pai
 from fbt.decoding import check_search, max_translation_tokens, search
 from fbt.errors import FbtError
 from fbt.progress import progress_display
+from fbt.rundir import write_text_atomic
 from fbt.scoring import corpus_scores
+
+EXAMPLES = 3  # translations `fbt eval` shows beside their sources and references
 
 
 def translate_texts(
@@ -49,11 +54,16 @@ def score_translations(
     beam: int = 1,
     length_penalty: float = 1.0,
     progress: bool = False,
+    outputs: str | None = None,
 ) -> dict:
     """BLEU/chrF of translating every pair of `split`, with the same scores of copying the source (the floor any
-    translation must clear); `groups` names the held-out groups of a corpus split by groups."""
+    translation must clear); `groups` names the held-out groups of a corpus split by groups; `examples` shows
+    the first EXAMPLES translations beside their sources and references. With `outputs`, every translation is
+    written there, one line per pair of the split."""
     sources, references = load_split_pairs(corpus, split)
     hypotheses = translate_texts(model, tokenizer, sources, beam, length_penalty, progress=progress)
+    if outputs:
+        write_text_atomic(Path(outputs), "".join(line + "\n" for line in hypotheses))
     scores = corpus_scores(hypotheses, references)
     copy = corpus_scores(sources, references)
     groups = held_out_groups(corpus, split) if split != "train" else []
@@ -67,4 +77,8 @@ def score_translations(
         "beam": beam,
         "bleu_signature": scores["bleu_signature"],
         "chrf_signature": scores["chrf_signature"],
+        "examples": [
+            {"source": source, "reference": reference, "translation": hypothesis}
+            for source, reference, hypothesis in list(zip(sources, references, hypotheses))[:EXAMPLES]
+        ],
     }

@@ -57,5 +57,12 @@ def print_result(result: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}))
         return
+    width = max([22, *map(len, result)])
     for name, value in result.items():
-        print(f"{name:>22}: {value:.4f}" if isinstance(value, float) else f"{name:>22}: {value}")
+        if isinstance(value, list):  # examples: a block of "field: text" lines each, its first field numbered
+            for number, item in enumerate(value, 1):
+                for index, (field, text) in enumerate(item.items()):
+                    label = f"{name} {number}, {field}" if index == 0 else field
+                    print(f"{label:>{width}}: {text}")
+            continue
+        print(f"{name:>{width}}: {value:.4f}" if isinstance(value, float) else f"{name:>{width}}: {value}")

@@ -18,6 +18,7 @@ def add_parser(subparsers) -> None:
     ev.add_argument("--batch", type=int, help="parallel streams (default: the run's)")
     ev.add_argument("--segment", type=int, help="tokens per segment (default: the run's)")
     add_search_flags(ev)
+    ev.add_argument("--outputs", help="translation: write the split's translations to this file, one per line")
     add_compute_flags(ev)
 
 
@@ -34,5 +35,6 @@ def run(args: argparse.Namespace) -> None:
         not args.json,
         args.beam,
         args.length_penalty,
+        args.outputs,
     )
     print_result({"split": args.split, **result}, args.json)

@@ -1,4 +1,4 @@
-"""`fbt plot`: the training loss and valid metric of runs, overlaid, as a PNG."""
+"""`fbt plot`: the training loss and valid metric of runs, overlaid, as a PNG (RL runs: success per frame)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,20 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    try:
-        from fbt.plots import plot_runs
-    except ImportError:
-        raise FbtError("fbt plot needs matplotlib: pip install 'fbt[plot]'") from None
+    from pathlib import Path
+
+    from fbt.runs import is_rl_run
+
+    rl = [is_rl_run(Path(run)) for run in args.runs]
+    if any(rl):
+        if not all(rl):
+            raise FbtError("plot RL runs (fbt rl train) apart from the others: their curves are success per frame")
+        if args.x != "tokens":
+            raise FbtError("RL runs are plotted against frames; see `fbt rl plot` for the other curves")
+        from fbt.rl.plots import plot_rl_runs
+
+        print(f"wrote {plot_rl_runs(args.runs, args.out)}")
+        return
+    from fbt.plots import plot_runs
+
     print(f"wrote {plot_runs(args.runs, args.out, x=args.x)}")

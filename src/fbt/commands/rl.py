@@ -135,8 +135,10 @@ def train(args: argparse.Namespace) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
+    from fbt.checkpoint import find_checkpoint
     from fbt.device import resolve_device
     from fbt.rl.evaluate import evaluate_policy
+    from fbt.rundir import record_evaluation
 
     result = evaluate_policy(
         args.run,
@@ -148,6 +150,8 @@ def evaluate(args: argparse.Namespace) -> None:
         resolve_device(args.device),
         progress=not (args.no_progress or args.json),
     )
+    if args.env is None:  # the run's own environment: `fbt runs` shows it as the run's test figure
+        record_evaluation(find_checkpoint(args.run), "test", result)
     print_result(result, args.json)
 
 

@@ -1,4 +1,4 @@
-"""`fbt show`: a run's configuration and final summary, as JSON."""
+"""`fbt show`: what a run is, how far it got and its figures; `--json` gives everything as one JSON object."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ NAME = "show"
 
 
 def add_parser(subparsers) -> None:
-    show = subparsers.add_parser(NAME, help="a run's configuration and final summary")
+    show = subparsers.add_parser(NAME, help="a run's settings, progress and figures (fbt train or fbt rl train)")
     show.add_argument("run", help="run directory")
-    show.add_argument("--json", action="store_true", help="print one JSON object")
+    show.add_argument("--json", action="store_true", help="print one JSON object: the configs, summary and more")
 
 
 def run(args: argparse.Namespace) -> None:
-    from fbt.runs import show_run
+    from fbt.runs import format_shown, show_run
 
     shown = show_run(args.run)
-    print(json.dumps(shown) if args.json else json.dumps(shown, indent=2))
+    print(json.dumps(shown) if args.json else format_shown(shown))

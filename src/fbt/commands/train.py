@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
         NAME,
         help="train a model (a preset or explicit sizes), or resume a run",
         description="Defaults come from the preset when one is given, else from the library's defaults; explicit "
-        "flags override both. With --resume the run keeps its own settings: only --steps (to extend), "
+        "flags override both. With --resume the run keeps its own settings: only --steps (a new last step), "
         "--time-budget, --data (an equal-sized copy) and the flags of how steps run may be given. Under "
         "`torchrun --nproc-per-node N -m fbt.cli train ...` the run is data-parallel (DDP): --batch stays the "
         "global number of streams, each rank takes B / N of them.",

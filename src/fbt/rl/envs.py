@@ -21,6 +21,9 @@ MEMORY_ENVS = (
     "MiniGrid-MemoryS17Random-v0",
 )
 MAZE_ENVS = {"fbt/GoalMaze-S9-v0": 9, "fbt/GoalMaze-S11-v0": 11}
+# The success rate of a policy without memory: in a Memory task the cue is out of view at the fork, so it can
+# at best pick one of the two objects at random.
+MEMORYLESS_SUCCESS = dict.fromkeys(MEMORY_ENVS, 0.5)
 
 
 def gym():

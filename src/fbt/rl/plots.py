@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fbt.errors import FbtError
+from fbt.rl.envs import MEMORYLESS_SUCCESS
 from fbt.rl.train import read_rl_config
 from fbt.rundir import METRICS
 
@@ -36,6 +37,7 @@ def plot_rl_runs(runs: list[str], out: str | Path, column: str = "success_rate",
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import PercentFormatter
     except ImportError:
         raise FbtError("plots need matplotlib: pip install 'fbt[plot]'") from None
     groups: dict[tuple[str, str], list] = defaultdict(list)
@@ -54,6 +56,14 @@ def plot_rl_runs(runs: list[str], out: str | Path, column: str = "success_rate",
         line = ax.plot(grid, values.mean(0), label=label)[0]
         if len(curves) > 1:
             ax.fill_between(grid, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
+    envs = {env for env, _ in groups}
+    if column == "success_rate":
+        ax.set_ylim(-0.02, 1.02)  # the whole range: a band of 0.46-0.65 looked like a gap
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        floors = {MEMORYLESS_SUCCESS.get(env) for env in envs}
+        if len(floors) == 1 and None not in floors:
+            (floor,) = floors
+            ax.axhline(floor, color="gray", linestyle=":", linewidth=1, label=f"memoryless policy ({floor:.0%})")
     ax.set_xlabel("frames")
     ax.set_ylabel(column.replace("_", " ") + f" (mean of {window} updates)")
     ax.set_title(", ".join(sorted({env for env, _ in groups})))

@@ -47,6 +47,7 @@ class EvalSettings:
     beam: int = 1  # decoded outputs: beam width
     length_penalty: float = 1.0  # decoded outputs: beam scores divided by length ** length_penalty
     progress: bool = False
+    outputs: str | None = None  # decoded outputs: also written to this file, one line per example
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,9 @@ class Task:
     needs_tokenizer: ClassVar[bool] = False  # ids come from a BPE tokenizer, which the run loads or trains
     valid_metric: ClassVar[str] = "valid_loss"  # the metrics.csv column that says how good a run is
     higher_is_better: ClassVar[bool] = False  # of valid_metric
+    test_metric: ClassVar[str] = "loss"  # the `fbt eval` figure `fbt runs` shows as the run's test result
+    decodes: ClassVar[bool] = False  # `fbt eval` decodes outputs (and may write them with --outputs)
+    tokens_are_bytes: ClassVar[bool] = False  # a loss per token is a loss per byte (figures show bits per byte)
     even_split: ClassVar[bool] = True  # a batch is `batch` streams, split evenly over ranks and micro-batches
     takes_curriculum: ClassVar[bool] = True  # earlier datasets (--curriculum) may train first
     example_prompt: ClassVar[str] = "ROMEO:"  # the prompt of the `fbt generate` hint after training
@@ -174,6 +178,12 @@ class Task:
         return result
 
     # ---- a trained model ----
+
+    @classmethod
+    def floors(cls, data: str, split: str) -> dict[str, float]:
+        """Accuracies of answering `split` without a model, by label: what a model must beat to show it learned
+        the task (`fbt plot` draws them under the validation curve). None here."""
+        return {}
 
     def decoded_scores(
         self, model: nn.Module, config: TrainConfig, data: str, split: str, settings: EvalSettings

@@ -11,7 +11,7 @@ from torch import nn
 from fbt.data.code_exec import TOKEN_TO_ID, VOCAB, load_code_exec_split
 from fbt.data.splits import is_code_exec_dir
 from fbt.errors import FbtError
-from fbt.tasks.base import SamplingSettings, Task
+from fbt.tasks.base import EvalSettings, SamplingSettings, Task
 
 if TYPE_CHECKING:
     from fbt.training.config import TrainConfig
@@ -21,6 +21,7 @@ class CodeExecTask(Task):
     vocab_size = len(VOCAB)
     valid_metric = "valid_accuracy"
     higher_is_better = True
+    test_metric = "accuracy"
     example_prompt = "x = 3 ; x ++ ; print x ;"
 
     @classmethod
@@ -29,6 +30,26 @@ class CodeExecTask(Task):
 
     def load_split(self, data: str, split: str, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
         return load_code_exec_split(data, split)
+
+    @classmethod
+    def floors(cls, data: str, split: str) -> dict[str, float]:
+        """The heuristics of code_exec_heuristics.py: repeating the last print, counting while ignoring ifs."""
+        from fbt.data.code_exec_heuristics import HEURISTIC_LABELS, heuristic_accuracies
+
+        if not is_code_exec_dir(data):
+            return {}
+        floors = heuristic_accuracies(*load_code_exec_split(data, split))
+        return {HEURISTIC_LABELS[name]: value for name, value in floors.items()}
+
+    def decoded_scores(
+        self, model: nn.Module, config: TrainConfig, data: str, split: str, settings: EvalSettings
+    ) -> dict:
+        """The split's heuristic floors beside the accuracy: what it must beat to show the model tracks
+        variables rather than repeating or counting."""
+        from fbt.data.code_exec_heuristics import heuristic_accuracies
+
+        floors = heuristic_accuracies(*load_code_exec_split(data, split))
+        return {f"floor_{name}": value for name, value in floors.items()}
 
     def encode(self, prompt: str) -> list[int]:
         ids = []

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 class SubwordLmTask(Task):
     needs_tokenizer = True
     valid_metric = "valid_bits_per_byte"
+    test_metric = "bits_per_byte"
 
     @classmethod
     def training_text(cls, config: TrainConfig) -> Iterator[str]:

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 class TextTask(Task):
     vocab_size = 256
     valid_metric = "valid_bits_per_byte"
+    test_metric = "bits_per_byte"
+    tokens_are_bytes = True
 
     def load_split(self, data: str, split: str, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
         return load_text_split(data, split)

@@ -30,6 +30,8 @@ def run_corpus(config: TrainConfig, data: str) -> ParallelCorpus:
 class TranslationTask(Task):
     needs_tokenizer = True
     valid_metric = "valid_perplexity"
+    test_metric = "bleu"
+    decodes = True
     even_split = False  # batches of sentences of similar length: shares over ranks differ by at most one
     takes_curriculum = False
 
@@ -96,6 +98,7 @@ class TranslationTask(Task):
             settings.beam,
             settings.length_penalty,
             settings.progress,
+            settings.outputs,
         )
 
     def generate(self, model: nn.Module, prompt: str, sampling: SamplingSettings) -> str:
