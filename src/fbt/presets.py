@@ -251,68 +251,68 @@ PRESETS: dict[str, dict] = {
     "code-exec-feedback-small": _preset(
         _SMALL_CODE_EXEC,
         "the CPU recipe cut to 1,000 updates: Feedback, 2 layers",
-        "1.5 min",
+        "1 min",
         model="feedback",
         layers=2,
     ),
     "code-exec-xl-small": _preset(
         _SMALL_CODE_EXEC,
         "the CPU recipe cut to 1,000 updates: Transformer-XL, 4 layers",
-        "1.5 min",
+        "1 min",
         model="transformer-xl",
         layers=4,
     ),
     "shakespeare-gpt-small": _preset(
         _SMALL_SHAKESPEARE,
         "byte-level tiny Shakespeare, GPT 4 layers (nanoGPT baby size)",
-        "2 min",
+        "1.5 min",
         model="gpt",
         layers=4,
     ),
     "shakespeare-feedback-small": _preset(
-        _SMALL_SHAKESPEARE, "byte-level tiny Shakespeare, Feedback 4 layers", "7 min", model="feedback", layers=4
+        _SMALL_SHAKESPEARE, "byte-level tiny Shakespeare, Feedback 4 layers", "5 min", model="feedback", layers=4
     ),
     "enwik8-feedback-cpu": _preset(
         _ENWIK8_CPU,
         "the enwik8 run's model at CPU size (adaptive spans, 4 heads of 64, per-layer K/V): tiny Shakespeare",
-        "10 min",
+        "6.5 min",
     ),
     "code-exec-feedback-cpu": _preset(
-        _CPU_CODE_EXEC, "CPU recipe (the demo): Feedback, 2 layers, span 8", "3 min", model="feedback", layers=2
+        _CPU_CODE_EXEC, "CPU recipe (the demo): Feedback, 2 layers, span 8", "2.5 min", model="feedback", layers=2
     ),
     "code-exec-xl-cpu": _preset(
-        _CPU_CODE_EXEC, "CPU recipe: Transformer-XL, 4 layers, span 8", "2.5 min", model="transformer-xl", layers=4
+        _CPU_CODE_EXEC, "CPU recipe: Transformer-XL, 4 layers, span 8", "2 min", model="transformer-xl", layers=4
     ),
     "bible-es-en-feedback": _preset(
         _BIBLE_TRANSLATION,
         "Spanish->English Bible, feedback decoder, 2 layers",
-        "22 min",
+        "14 min",
         decoder="feedback",
         layers=2,
     ),
     "bible-es-en-transformer": _preset(
         _BIBLE_TRANSLATION,
         "Spanish->English Bible, Transformer decoder, 2 layers",
-        "11 min",
+        "5.5 min",
         decoder="transformer",
         layers=2,
     ),
     "bible-es-en-transformer-4l": _preset(
         _BIBLE_TRANSLATION,
         "Spanish->English Bible, Transformer decoder, 4 layers (twice the depth)",
-        "17 min",
+        "7.5 min",
         decoder="transformer",
         layers=4,
     ),
     "shakespeare-bpe-feedback": _preset(
         {**_SUBWORD_LM, "train": {**_SUBWORD_LM["train"], "data": SHAKESPEARE}},
         "BPE subword tiny Shakespeare, Feedback 4 layers",
-        "35 min",
+        "10 min",
     ),
     "kjv-bpe-feedback": _preset(
         {**_SUBWORD_LM, "train": {**_SUBWORD_LM["train"], "data": BIBLE, "target_column": "english"}},
         "BPE subword King James Bible (English verses), Feedback 4 layers",
-        "35 min",
+        "11.5 min",
     ),
     "bible-es-en-feedback-base": _preset(
         _BIBLE_TRANSLATION_BASE,
@@ -329,12 +329,12 @@ PRESETS: dict[str, dict] = {
     "code-exec-xl": _preset(
         _PAPER_CODE_EXEC,
         "paper code-exec: Transformer-XL, 8 layers (a GPU job)",
-        "16 hours",
+        "12.5 hours",
         model="transformer-xl",
         layers=8,
     ),
     "code-exec-feedback": _preset(
-        _PAPER_CODE_EXEC, "paper code-exec: Feedback, 4 layers (a GPU job)", "15 hours", model="feedback", layers=4
+        _PAPER_CODE_EXEC, "paper code-exec: Feedback, 4 layers (a GPU job)", "10.5 hours", model="feedback", layers=4
     ),
 }
 
