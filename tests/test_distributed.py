@@ -199,16 +199,23 @@ def rl_worker(rank: int, world: int, init_file: str, root: str) -> None:
         dist.destroy_process_group()
 
 
-def test_rl_ranks_act_in_their_own_environments_and_stay_in_step(tmp_path):
-    import time
+RL_RANKS = """
+import sys
+import torch.multiprocessing as mp
+sys.path.insert(0, sys.argv[1])
+from test_distributed import rl_worker
+mp.spawn(rl_worker, args=(2, sys.argv[2] + "/init", sys.argv[2]), nprocs=2, join=True)
+"""
 
-    ranks = mp.spawn(rl_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False)
-    deadline = time.monotonic() + 300  # a rank that never returns fails the test instead of hanging the suite
-    while not ranks.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in ranks.processes:
-                process.kill()
-            pytest.fail("the two RL ranks did not finish within 300 s")
+
+def test_rl_ranks_act_in_their_own_environments_and_stay_in_step(tmp_path):
+    # The two ranks start from a fresh interpreter: spawned from the test process after the rest of the suite,
+    # they now and then never returned, where alone they take seconds.
+    tests = str(Path(__file__).parent)
+    try:
+        subprocess.run([sys.executable, "-c", RL_RANKS, tests, str(tmp_path)], check=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the two RL ranks did not finish within 300 s")
     weights = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(2)]
     for name, tensor in weights[0].items():  # DDP averaged the gradients: both ranks made the same updates
         torch.testing.assert_close(weights[1][name], tensor, rtol=0, atol=0, msg=name)
