@@ -6,7 +6,12 @@ from families import LANGUAGE_MODELS
 from tiny_runs import TINY_MODEL, tiny_configs
 
 from fbt import api, checkpoint, rundir
+from fbt.data.code_exec import TOKEN_TO_ID, generate_dataset
 from fbt.errors import FbtError
+from fbt.models import ModelConfig
+from fbt.tasks.text import TextTask
+from fbt.training import trainer as trainer_module
+from fbt.training.config import TrainConfig
 
 
 def losses(trainer, count):
@@ -204,6 +209,22 @@ def test_curriculum_advances_on_validation_accuracy(tmp_path, text_file):
     trainer = api.make_trainer(model_config, train_config, tmp_path / "run", torch.device("cpu"))
     assert trainer.maybe_advance({"accuracy": 0.4}) is None
     assert trainer.maybe_advance({"accuracy": 0.6}) and trainer.stage == 1
+
+
+def test_a_periodic_validation_spans_several_programs_of_a_long_program_task(tmp_path):
+    """Programs of 100 statements (about 430 tokens) would mostly be cut at the start of 512-token rows, and
+    their prints scored without their assignments: rows hold PERIODIC_DOCUMENTS programs instead."""
+    data = generate_dataset(tmp_path / "data", sizes=(20, 40, 2), seed=3)  # the paper's task, 3 x 100
+    model_config = ModelConfig(dim=16, layers=1, heads=2, ff=32, span=8)
+    train_config = TrainConfig(task="code-exec", data=str(data), batch=128, segment=32, steps=1, eval_tokens=16384)
+    trainer = api.make_trainer(model_config, train_config, tmp_path / "run", torch.device("cpu"))
+    inputs = trainer.valid_stream.inputs.reshape(-1)
+    program = trainer.task.document_tokens(inputs)
+    ends = int((inputs == TOKEN_TO_ID["END"]).sum())
+    assert 380 < program < 480 and ends >= 38 and program == inputs.numel() // ends
+    periodic = trainer.periodic_stream(trainer.valid_stream, 16384)
+    assert periodic.batch == 16384 // (trainer_module.PERIODIC_DOCUMENTS * program) == 4
+    assert TextTask().document_tokens(inputs) == 0  # running text has no documents
 
 
 @pytest.mark.parametrize("batch, rows", [(128, 32), (32, 32), (8, 8)])

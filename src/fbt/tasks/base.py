@@ -179,6 +179,11 @@ class Task:
 
     # ---- a trained model ----
 
+    def document_tokens(self, inputs: torch.Tensor) -> int:
+        """Mean length of the independent documents the stream `inputs` (N,) is made of, 0 where it has none
+        (running text): a periodic validation's rows span several, so that few are cut at a row's start."""
+        return 0
+
     @classmethod
     def floors(cls, data: str, split: str) -> dict[str, float]:
         """Accuracies of answering `split` without a model, by label: what a model must beat to show it learned

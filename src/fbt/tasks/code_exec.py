@@ -31,6 +31,10 @@ class CodeExecTask(Task):
     def load_split(self, data: str, split: str, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
         return load_code_exec_split(data, split)
 
+    def document_tokens(self, inputs: torch.Tensor) -> int:
+        """Programs end with END."""
+        return inputs.numel() // max(1, int((inputs == TOKEN_TO_ID["END"]).sum()))
+
     @classmethod
     def floors(cls, data: str, split: str) -> dict[str, float]:
         """The heuristics of code_exec_heuristics.py: repeating the last print, counting while ignoring ifs."""

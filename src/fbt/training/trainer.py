@@ -55,8 +55,10 @@ from fbt.training.loss import segment_loss
 from fbt.training.metrics_log import MetricsLog
 from fbt.training.optim import build_optimizer, learning_rate
 
-# A periodic validation reads rows of at least this many segments (see Trainer.periodic_stream).
+# A periodic validation reads rows of at least this many segments, and of this many of the task's documents
+# (see Trainer.periodic_stream).
 PERIODIC_SEGMENTS = 16
+PERIODIC_DOCUMENTS = 8
 Stage = tuple[SegmentStream, SegmentStream | None]  # (train, valid) streams of one dataset (or TranslationStreams)
 RECENT_STEPS = 100  # the training loss reported at the end is the mean over this many last updates
 ETA_AFTER_S = 10.0  # the speed behind the estimate of the time left is measured over this first stretch
@@ -281,8 +283,11 @@ class Trainer:
         """The valid split cut into fewer, longer rows when the first `tokens` would give each of the run's B
         rows only a few segments: every row starts with no state, so the answers that need earlier context
         (a code-exec print whose assignment came before the row began) would be scored without it. Rows of at
-        least PERIODIC_SEGMENTS segments keep that share small at any batch size."""
-        rows = min(stream.batch, max(1, tokens // (PERIODIC_SEGMENTS * stream.segment)))
+        least PERIODIC_SEGMENTS segments and PERIODIC_DOCUMENTS of the task's documents keep that share small
+        at any batch size and document length (a row of 512 tokens cut most 430-token programs at their start)."""
+        documents = self.task.document_tokens(stream.inputs.reshape(-1))
+        row_tokens = max(PERIODIC_SEGMENTS * stream.segment, PERIODIC_DOCUMENTS * documents)
+        rows = min(stream.batch, max(1, tokens // row_tokens))
         rows = max(self.ranks.world, rows - rows % self.ranks.world)  # every rank takes its share
         if rows >= stream.batch:
             return stream
