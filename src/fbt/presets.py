@@ -27,8 +27,23 @@ CPU_CODE_EXEC = {
     "sizes": (10000, 1000, 1000),
     "seed": 0,
 }
+# The paper's task with 60,000 training programs, and the curriculum before it (benchmarks/LEARNING.md, third
+# round): one variable, then two with values 1..5, then 1..10, then three, all on 30-statement programs, the
+# later stages print-heavy (more answers per token); 200,000 programs each.
+CODE_EXEC_3VAR = "data/code-exec-3var"
+CODE_EXEC_3VAR_STAGES = {
+    "data/code-exec-3var-stages/v1-s30-k5": "--variables 1 --statements 30 --max-value 5 --weights 1 1 1 4 2",
+    "data/code-exec-3var-stages/v2-s30-k5p": "--variables 2 --statements 30 --max-value 5 --weights 1 1 1 2 3",
+    "data/code-exec-3var-stages/v2-s30p": "--variables 2 --statements 30 --weights 1 1 1 2 3",
+    "data/code-exec-3var-stages/v3-s30p": "--variables 3 --statements 30 --weights 1 1 1 2 3",
+}
 DATA_COMMANDS = {
     CODE_EXEC_3: f"fbt data code-exec --variables 3 --out {CODE_EXEC_3}",
+    CODE_EXEC_3VAR: f"fbt data code-exec --variables 3 --train-size 60000 --out {CODE_EXEC_3VAR}",
+    **{
+        stage: f"fbt data code-exec {options} --train-size 200000 --seed 1 --out {stage}"
+        for stage, options in CODE_EXEC_3VAR_STAGES.items()
+    },
     ENWIK8: f"fbt data enwik8 --from enwik8.zip --out {ENWIK8}",
     CODE_EXEC_CPU: (
         f"fbt data code-exec --variables 1 --statements 30 --max-value 5 --weights 1 1 1 4 2 --out {CODE_EXEC_CPU}"
@@ -73,6 +88,23 @@ _CPU_CODE_EXEC = {
         "eval_every": 250,
         "eval_tokens": 16384,
         "save_every": 500,
+    },
+}
+
+# The paper's task on a CPU: the CPU recipe's model at 128 streams through the curriculum above, each stage
+# until 90% periodic valid accuracy or 6,000 updates, then the task itself; 30,000 updates, 123M tokens.
+_CPU_CODE_EXEC_3VAR = {
+    "model": dict(_CPU_CODE_EXEC["model"]),
+    "train": {
+        **_CPU_CODE_EXEC["train"],
+        "data": CODE_EXEC_3VAR,
+        "curriculum": ",".join(CODE_EXEC_3VAR_STAGES),
+        "curriculum_accuracy": 0.9,
+        "curriculum_steps": 6000,
+        "batch": 128,
+        "steps": 30000,
+        "eval_every": 500,
+        "save_every": 1000,
     },
 }
 
@@ -314,6 +346,20 @@ PRESETS: dict[str, dict] = {
         "BPE subword King James Bible (English verses), Feedback 4 layers",
         "11.5 min",
     ),
+    "code-exec-3var-feedback-cpu": _preset(
+        _CPU_CODE_EXEC_3VAR,
+        "the paper's task (3 variables, 100 statements) through a curriculum: Feedback, 2 layers, span 8",
+        "70 min",
+        model="feedback",
+        layers=2,
+    ),
+    "code-exec-3var-xl-cpu": _preset(
+        _CPU_CODE_EXEC_3VAR,
+        "the same with Transformer-XL, 4 layers, span 8",
+        "85 min",
+        model="transformer-xl",
+        layers=4,
+    ),
     "bible-es-en-feedback-base": _preset(
         _BIBLE_TRANSLATION_BASE,
         "Spanish->English Bible at Transformer-base size, feedback decoder 2 layers (a GPU job)",
@@ -340,10 +386,11 @@ PRESETS: dict[str, dict] = {
 
 
 def preset_flags(name: str) -> str:
-    """The command that runs a preset, with the command that writes its data first where it needs one."""
-    data = get_preset(name)["train"]["data"]
-    prefix = f"{DATA_COMMANDS[data]} && " if data in DATA_COMMANDS else ""
-    return f"{prefix}fbt train --preset {name} --out runs/{name}"
+    """The command that runs a preset, after the commands that write its data (curriculum stages first)."""
+    train = get_preset(name)["train"]
+    datasets = [*filter(None, train.get("curriculum", "").split(",")), train["data"]]
+    writes = [DATA_COMMANDS[data] for data in datasets if data in DATA_COMMANDS]
+    return " && ".join([*writes, f"fbt train --preset {name} --out runs/{name}"])
 
 
 def preset_summary(name: str) -> dict:
