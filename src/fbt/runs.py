@@ -164,21 +164,23 @@ RL_SUCCESS_UPDATES = 10  # an RL run's validation figure: its success rate over 
 def rl_run_info(path: Path) -> RunInfo:
     """An RL run's row: updates for steps, frames for tokens, the training success of its last updates for a
     validation figure, and the success rate of its last `fbt rl eval` for a test figure."""
+    from fbt.rl.config import RLConfig
+
     rl = read_json(path / CONFIG)["rl"]
     if not isinstance(rl, dict):
         raise FbtError(f"{path / CONFIG} has an 'rl' entry that is not an object")
+    config = RLConfig.from_dict(rl)
     checkpoint_dir = newest_checkpoint(path)
     resume = read_json(checkpoint_dir / RESUME_INFO) if checkpoint_dir else {}
-    per_update = int(rl.get("envs", 1)) * int(rl.get("steps", 1))
-    steps = -(-int(rl.get("frames", 0)) // per_update)
+    steps = -(-config.frames // config.frames_per_update)
     step = int(resume.get("update", 0))
     rows = [row for row in read_csv_rows(path / METRICS) if isinstance(row.get("success_rate"), (int, float))]
     recent = [row["success_rate"] for row in rows[-RL_SUCCESS_UPDATES:]]
     return RunInfo(
         path=path,
-        model=str(rl.get("policy", "?")),
-        task=f"rl {rl.get('env', '?')}",
-        layers=int(rl.get("layers", 0)),
+        model=config.policy,
+        task=f"rl {config.env}",
+        layers=config.layers,
         parameters=count_parameters(checkpoint_dir / WEIGHTS) if checkpoint_dir else None,
         step=step,
         steps=steps,
