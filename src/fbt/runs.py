@@ -370,24 +370,23 @@ def last_diagnostics(train_rows: list[dict]) -> dict:
     return found
 
 
+# How each figure is written, by its name without "valid_".
+FIGURE_FORMATS = {
+    "accuracy": "{:.2%} acc",
+    "bits_per_byte": "{:.3f} bpb",
+    "perplexity": "{:.2f} ppl",
+    "bleu": "{:.1f} BLEU",
+    "success_rate": "{:.1%} success",
+    "train_success_rate": "{:.1%} success (train)",
+}
+
+
 def format_valid(value: float | None, metric: str) -> str:
     """A validation or test figure with its unit: "98.80% acc", "1.234 bpb", "63.0% success"."""
     if value is None:
         return "-"
     name = metric.removeprefix("valid_")
-    if name == "accuracy":
-        return f"{value:.2%} acc"
-    if name == "bits_per_byte":
-        return f"{value:.3f} bpb"
-    if name == "perplexity":
-        return f"{value:.2f} ppl"
-    if name == "bleu":
-        return f"{value:.1f} BLEU"
-    if name == "success_rate":
-        return f"{value:.1%} success"
-    if name == "train_success_rate":
-        return f"{value:.1%} success (train)"
-    return f"{value:.3f} {name}"
+    return FIGURE_FORMATS.get(name, "{:.3f} " + name).format(value)
 
 
 def format_test(run: RunInfo) -> str:
