@@ -57,3 +57,20 @@ def test_errors(tmp_path):
     small.write_bytes(b"x" * 100)
     with pytest.raises(FbtError, match="unknown split"):
         load_text_split(small, "validation")
+
+
+def test_a_tsv_column_is_split_as_its_lines_joined(tmp_path):
+    lines = [f"line {n:03d} é" for n in range(40)]  # 11 bytes each in UTF-8
+    path = tmp_path / "corpus.tsv"
+    path.write_text("other\tenglish\n" + "".join(f"x{n}\t{line}\n" for n, line in enumerate(lines)))
+    text = "\n".join(lines).encode("utf-8")
+    bounds = split_bounds(len(text))
+    for split, (start, end) in bounds.items():
+        inputs, targets = load_text_split(path, split, column="english")
+        assert bytes(inputs.tolist()) == text[start : end - 1]
+        assert bytes(targets.tolist()) == text[start + 1 : end]
+    with pytest.raises(FbtError, match="no column 'french'"):
+        load_text_split(path, "train", column="french")
+    path.write_text("english\nab\n")
+    with pytest.raises(FbtError, match="column 'english' of .* too few"):
+        load_text_split(path, "train", column="english")

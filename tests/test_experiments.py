@@ -93,6 +93,9 @@ def test_shipped_grids_expand(tmp_path):
     assert "model=gpt,layers=4,seed=2" in lm_names  # a later section's cell of the same name gets its section
     assert "equal-wall-clock.model=gpt,layers=4,seed=0" in lm_names
     assert load_grid("decode-speed", tmp_path).command == "bench"
+    rl = load_grid("rl-memory-s7-baselines", tmp_path)
+    assert rl.command == "rl" and len(rl.cells) == 16
+    assert rl.cells[1].name == "policy=lstm,lr=0.001" and len(rl.cells[1].sections) == 4  # the defaults, shared
     assert [r["value"] for r in load_grid("code-exec-depth-3var", tmp_path).references] == [0.991, 0.337]
 
 
@@ -214,3 +217,42 @@ def test_bad_grid_entries_name_their_line(tmp_path, text, line, words):
     path.write_text(text)
     with pytest.raises(FbtError, match=f"line {line}: .*{words}"):
         load_grid(str(path), tmp_path)
+
+
+RL_GRID = """
+description = "two tiny policies"
+command = "rl"
+[defaults]
+frames = 64
+envs = 2
+steps = 16
+bptt = 8
+minibatches = 1
+dim = 16
+layers = 1
+[[cells]]
+policy = ["lstm", "mlp"]
+"""
+
+
+def test_an_rl_grid_trains_evaluates_and_reports_its_policies(tmp_path, monkeypatch):
+    pytest.importorskip("minigrid")
+    grid_file, out = tmp_path / "rl.toml", tmp_path / "exp"
+    grid_file.write_text(RL_GRID)
+    assert [c.settings["frames"] for c in load_grid(str(grid_file), out, steps=32).cells] == [32, 32]  # --budget
+    monkeypatch.setattr(runner, "RL_EPISODES", 2)
+    assert main(["experiment", str(grid_file), "--out", str(out), "--no-progress", "--jobs", "1"]) == 0
+    results = {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
+    assert sorted(results) == ["policy=lstm", "policy=mlp"]
+    for result in results.values():
+        assert result["train"]["frames"] == 64 and result["test"]["episodes"] == 2
+        assert result["train_command"].startswith("fbt rl train --frames 64") and "rl eval" in result["eval_command"]
+    assert "train_frames" in (out / "results.csv").read_text().splitlines()[0]
+    assert main(["experiment", "report", str(out)]) == 0
+    report = (out / "REPORT.md").read_text()
+    assert "test success_rate" in report and "train frames" in report
+    for figure in ("success_rate_bars.png", "train_success_vs_frames.png"):
+        assert (out / "figures" / figure).read_bytes().startswith(PNG_SIGNATURE)
+    grid_file.write_text(RL_GRID.replace('"mlp"', '"gru"'))
+    with pytest.raises(FbtError, match="unknown policy 'gru'"):
+        load_grid(str(grid_file), out)

@@ -12,7 +12,7 @@ from fbt.api import train
 from fbt.errors import FbtError
 from fbt.formatting import format_count
 from fbt.models import ModelConfig, build_model
-from fbt.plots import plot_runs
+from fbt.plots import plot_runs, stage_switches
 from fbt.training.config import TrainConfig
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -177,6 +177,18 @@ def test_plot_runs_writes_a_png_of_both_runs(run_root, tmp_path, x):
     assert out == tmp_path / "figures" / "runs.png"
     data = out.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
+
+
+def test_stage_switches_are_where_each_later_stage_first_logs():
+    rows = [
+        {"kind": "train", "tokens": 100, "stage": 0},
+        {"kind": "valid", "tokens": 200, "stage": 1},
+        {"kind": "train", "tokens": 150, "stage": 1},
+        {"kind": "train", "tokens": 400, "stage": 2},
+        {"kind": "train", "tokens": 500, "stage": ""},
+    ]
+    assert stage_switches(rows, "tokens") == [150, 400]
+    assert stage_switches([{"tokens": 1, "stage": 0}], "tokens") == []
 
 
 def test_plot_runs_refuses_bad_requests(run_root, tmp_path):

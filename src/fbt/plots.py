@@ -84,7 +84,8 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens") ->
 
     Losses are in bits per byte when every run's tokens are bytes, else in nats per token. The validation
     metric is the first run's (accuracy for code-exec, with the heuristic floors of its valid split; bits per
-    byte for text); runs of another task are left out of that panel.
+    byte for text); runs of another task are left out of that panel. A curriculum run's stage switches are
+    vertical lines in its colour: before its last stage, its validation reads the stage's own data.
     """
     if x not in X_AXES:
         raise FbtError(f"unknown x axis {x!r}; choose one of {', '.join(X_AXES)}")
@@ -106,6 +107,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens") ->
 
     plt = pyplot()
     figure, (loss_axes, valid_axes) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+    any_stages = False
     for label, task, train_rows, valid_rows in runs:
         xs, ys = _curve(train_rows, x, "train_loss")
         color = None
@@ -114,6 +116,10 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens") ->
                 [v * x_scale for v in xs], [v * loss_scale for v in ys], linewidth=1.2, label=label
             )
             color = line.get_color()
+        for switch in stage_switches(train_rows + valid_rows, x):
+            any_stages = True
+            for axes in (loss_axes, valid_axes):
+                axes.axvline(switch * x_scale, color=color, linestyle=":", linewidth=0.8, alpha=0.6)
         xs, ys = _curve(valid_rows, x, "valid_loss")
         if xs:
             loss_axes.plot([v * x_scale for v in xs], [v * loss_scale for v in ys], "o", markersize=3, color=color)
@@ -130,7 +136,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens") ->
             valid_axes.axhline(100 * value, color="gray", linestyle=style, linewidth=1, label=f"{name} ({value:.1%})")
     for axes, y_label, title in (
         (loss_axes, loss_label, "loss: training (lines), validation (dots)"),
-        (valid_axes, valid_label, "validation"),
+        (valid_axes, valid_label, "validation" + (" (dotted: curriculum stage switches)" if any_stages else "")),
     ):
         axes.set_xlabel(x_label)
         axes.set_ylabel(y_label)
@@ -141,6 +147,16 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens") ->
         else:
             axes.text(0.5, 0.5, "no rows yet", ha="center", va="center", transform=axes.transAxes, color="gray")
     return save_figure(plt, figure, out)
+
+
+def stage_switches(rows: list[dict], x: str) -> list[float]:
+    """The x values (tokens or seconds) where a curriculum run first logged each stage after the first."""
+    first_at: dict[int, float] = {}
+    for row in rows:
+        stage, at = row.get("stage"), row.get(x)
+        if isinstance(stage, int) and stage > 0 and isinstance(at, (int, float)):
+            first_at[stage] = min(at, first_at.get(stage, at))
+    return [first_at[stage] for stage in sorted(first_at)]
 
 
 def _curve(rows: list[dict], x: str, column: str) -> tuple[list[float], list[float]]:

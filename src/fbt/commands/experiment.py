@@ -25,7 +25,9 @@ def add_parser(subparsers) -> None:
     experiment.add_argument("--jobs", type=int, default=2, help="cells trained at once")
     experiment.add_argument("--threads", type=int, default=1, help="CPU threads per cell")
     experiment.add_argument("--seeds", type=int, help="seeds per cell (default: the grid's)")
-    experiment.add_argument("--budget", type=int, help="training steps of every cell (default: the grid's)")
+    experiment.add_argument(
+        "--budget", type=int, help="training steps of every cell, frames in an rl grid (default: the grid's)"
+    )
     experiment.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

@@ -243,7 +243,8 @@ def load_code_exec_split(data_dir: str | Path, split: str) -> tuple[torch.Tensor
         )
     if not directory.is_dir():
         raise FbtError(
-            f"no such code-exec data directory: {directory} (create one with `fbt data code-exec --out DIR`)"
+            f"no such code-exec data directory: {directory} (create one with `fbt data code-exec --out DIR`; "
+            "`fbt presets` shows the command that writes each preset's data)"
         )
     program_path = directory / f"{split}.txt"
     label_path = directory / f"{split}.txt.labels"

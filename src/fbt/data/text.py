@@ -85,8 +85,9 @@ def load_subword_split(data: bytes, split: str, encode) -> tuple[torch.Tensor, t
     return ids[:-1], ids[1:]
 
 
-def load_text_split(path: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs (N,) and next-byte targets (N,) of one split, int64, where N is the split's size minus one.
+def load_text_split(path: str | Path, split: str, column: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs (N,) and next-byte targets (N,) of one split, int64, where N is the split's size minus one; with
+    a `column`, of that TSV column's lines joined by line breaks.
 
     Both are views of one tensor (no second copy: enwik8's train split is 720 MB as int64).
     """
@@ -94,13 +95,18 @@ def load_text_split(path: str | Path, split: str) -> tuple[torch.Tensor, torch.T
         raise FbtError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     path = resolve_text_path(path)
     check_text_file(path)
-    size = os.path.getsize(path)
+    text = read_text_bytes(path, column) if column else None
+    size = len(text) if column else os.path.getsize(path)
     bounds = split_bounds(size)
     sizes = {name: end - start for name, (start, end) in bounds.items()}
     if min(sizes.values()) < 2:
         # Each split needs one input byte and its next byte; 31 bytes is the smallest file that works.
-        raise FbtError(f"{path} has {size} bytes, too few for a 90/5/5 split with at least 2 bytes each (got {sizes})")
+        what = f"column {column!r} of {path}" if column else str(path)
+        raise FbtError(f"{what} has {size} bytes, too few for a 90/5/5 split with at least 2 bytes each (got {sizes})")
     start, end = bounds[split]
-    data = np.fromfile(path, dtype=np.uint8, count=end - start, offset=start)  # reads only this split
+    if column:
+        data = np.frombuffer(text, dtype=np.uint8)[start:end].copy()  # a writable copy of the split
+    else:
+        data = np.fromfile(path, dtype=np.uint8, count=end - start, offset=start)  # reads only this split
     tokens = torch.from_numpy(data).long()  # (end - start,)
     return tokens[:-1], tokens[1:]

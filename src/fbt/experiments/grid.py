@@ -2,13 +2,15 @@
 
     description = "what the grid asks"
     seeds = 3                       # each cell runs with seeds 0..seeds-1
-    command = "train"               # "train" (fbt train + fbt eval per cell) or "bench" (one fbt bench of all cells)
+    command = "train"               # "train" (fbt train + fbt eval per cell), "rl" (fbt rl train + fbt rl eval
+                                    # per cell) or "bench" (one fbt bench of all cells)
 
     [data.code-exec-cpu]            # datasets the grid writes first: `fbt data code-exec` options
     variables = 1
 
     [defaults]                      # settings of every cell: fbt train's config fields (or `preset`);
-    preset = "code-exec-feedback-cpu"   # for a bench grid, model config fields and fbt bench options
+    preset = "code-exec-feedback-cpu"   # for a bench grid, model config fields and fbt bench options; for an
+                                        # rl grid, fbt rl train's settings (RLConfig fields)
     data = "code-exec-cpu"          # a [data] name, or a path
 
     [[cells]]                       # one block per family of cells; a list is a product over its values
@@ -23,10 +25,10 @@
     layers = 4
     value = 0.991
 
-A cell's name lists the model, layers and seed where they vary across the grid, and the settings that vary
-within its section, e.g. `model=feedback,layers=2,seed=0`; a cell whose name another section already took
-gets its section as a prefix. Blocks that give one cell the same effective settings (defaults and preset
-included) share it: it runs once, in each of their sections.
+A cell's name lists the model (an rl grid: the policy), layers and seed where they vary across the grid, and
+the settings that vary within its section, e.g. `model=feedback,layers=2,seed=0`; a cell whose name another
+section already took gets its section as a prefix. Blocks that give one cell the same effective settings
+(defaults and preset included) share it: it runs once, in each of their sections.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from fbt.data.code_exec import ProgramSpec
 from fbt.errors import FbtError
 from fbt.models import COMMON_OPTIONS, ModelConfig, family_names, model_class
 from fbt.presets import get_preset
+from fbt.rl.config import RLConfig
 from fbt.training.config import TrainConfig
 
 if sys.version_info >= (3, 11):
@@ -53,10 +56,18 @@ MODEL_FIELDS = set(ModelConfig.__dataclass_fields__)
 SETTINGS = {
     "train": {*MODEL_FIELDS, *TrainConfig.__dataclass_fields__, "preset"} - {"vocab_size"},
     "bench": {*MODEL_FIELDS, "batch", "segment", "repeats", "steps", "decode_batches", "decode_tokens", "peak_memory"},
+    "rl": set(RLConfig.__dataclass_fields__),
 }
+# What `--budget` sets in every cell: an amount of training (a bench grid has none).
+BUDGET_SETTING = {"train": "steps", "rl": "frames"}
+NAMED_FIRST = ("model", "policy", "layers")  # in cell names, before the settings that vary and the seed
 BLOCK_KEYS = {"section", "seeds"}
 GRID_KEYS = {"description", "seeds", "command", "data", "defaults", "cells", "reference"}
-SETTING_HELP = {"train": "fbt train's config fields, or preset", "bench": "model config fields and fbt bench options"}
+SETTING_HELP = {
+    "train": "fbt train's config fields, or preset",
+    "bench": "model config fields and fbt bench options",
+    "rl": "fbt rl train's settings",
+}
 BUILTIN = Path(__file__).parent / "grids"
 
 
@@ -107,6 +118,8 @@ def effective_settings(settings: dict, command: str) -> dict:
     """What a cell actually runs with: config defaults, then its preset, then its own settings."""
     if command == "bench":
         return settings
+    if command == "rl":
+        return RLConfig(**settings).to_dict()
     base = {**ModelConfig().to_dict(), **dataclasses.asdict(TrainConfig())}
     if "preset" in settings:
         preset = get_preset(settings["preset"])
@@ -114,9 +127,11 @@ def effective_settings(settings: dict, command: str) -> dict:
     return {**base, **{k: v for k, v in settings.items() if k != "preset"}}
 
 
-def matters(key: str, values: dict) -> bool:
+def matters(key: str, values: dict, command: str) -> bool:
     """Whether a cell's setting changes what it runs: model config fields its family ignores are left out of
     its name (memory_layer only counts with memory = "layer")."""
+    if command == "rl":
+        return True
     if key == "memory_layer" and values.get("memory") != "layer":
         return False
     if key not in MODEL_FIELDS or key in COMMON_OPTIONS:
@@ -153,7 +168,7 @@ def check_command(grid: GridFile, steps: int | None) -> str:
     command = grid.raw.get("command", "train")
     if command not in SETTINGS:
         raise grid.fail("command", f"command must be one of {', '.join(SETTINGS)}, got {command!r}")
-    if command == "bench" and steps is not None:
+    if command not in BUDGET_SETTING and steps is not None:
         raise FbtError(f"{grid.path} is a bench grid: --budget (training steps) does not apply")
     return command
 
@@ -189,7 +204,8 @@ def check_settings(grid: GridFile, command: str, defaults: dict, blocks: list[di
 def expand(
     blocks: list[dict], defaults: dict, command: str, grid_seeds: int, seeds: int | None, steps: int | None
 ) -> list[tuple[dict, str]]:
-    """Each block's product over its listed values, times its seeds: (settings over the defaults, section) per run."""
+    """Each block's product over its listed values, times its seeds: (settings over the defaults, section) per run.
+    `steps` (--budget) sets every cell's amount of training: its steps, or an rl cell's frames."""
     expanded = []
     for block in blocks:
         seed_count = seeds if seeds is not None else block.get("seeds", grid_seeds)
@@ -199,10 +215,10 @@ def expand(
         for values in itertools.product(*lists.values()):
             for seed in range(seed_count):
                 settings = {**defaults, **dict(zip(lists, values))}
-                if command == "train":
+                if command != "bench":
                     settings["seed"] = seed
                 if steps is not None:
-                    settings["steps"] = steps
+                    settings[BUDGET_SETTING[command]] = steps
                 expanded.append((settings, block.get("section", "")))
     return expanded
 
@@ -214,13 +230,18 @@ def resolve_data(expanded: list[tuple[dict, str]], datasets: dict, out: Path) ->
             settings["data"] = str((out / "data" / settings["data"]).resolve())
 
 
+def name_order(key: str) -> tuple[int, bool]:
+    """Where a setting goes in a cell's name: model (or policy) and layers first, the seed last."""
+    return (NAMED_FIRST.index(key) if key in NAMED_FIRST else len(NAMED_FIRST), key == "seed")
+
+
 def build_cells(grid: GridFile, command: str, expanded: list[tuple[dict, str]]) -> list[Cell]:
     """One cell per distinct effective settings, named by what varies (see the module docstring)."""
     try:
         effective = [effective_settings(settings, command) for settings, _ in expanded]
     except FbtError as error:
         raise FbtError(f"{grid.path}: {error}") from None
-    for values in effective:
+    for values in effective if command != "rl" else ():  # RLConfig checked its policy
         model = values.get("model", ModelConfig.model)
         if model not in family_names():
             raise grid.fail("model", f"unknown model {model!r}; choose one of {', '.join(family_names())}", model)
@@ -228,7 +249,7 @@ def build_cells(grid: GridFile, command: str, expanded: list[tuple[dict, str]]) 
 
     def varying(indices: list[int]) -> list[str]:
         keys = [k for k in given if len({repr(effective[i].get(k)) for i in indices}) > 1]
-        return sorted(keys, key=lambda k: (k != "model", k != "layers", k == "seed"))
+        return sorted(keys, key=name_order)
 
     everywhere = varying(list(range(len(expanded))))
     in_section = {section: varying([i for i, (_, s) in enumerate(expanded) if s == section]) for _, section in expanded}
@@ -236,8 +257,8 @@ def build_cells(grid: GridFile, command: str, expanded: list[tuple[dict, str]]) 
     names: dict[str, str] = {}  # name -> effective settings
     for (settings, section), values in zip(expanded, effective, strict=True):
         identity = repr(sorted(values.items()))
-        keys = [k for k in everywhere if k in ("model", "layers", "seed") or k in in_section[section]]
-        shown = {k: values.get(k) for k in keys if matters(k, values)}
+        keys = [k for k in everywhere if k in (*NAMED_FIRST, "seed") or k in in_section[section]]
+        shown = {k: values.get(k) for k in keys if matters(k, values, command)}
         if identity in cells:
             first = cells[identity]
             if section in first.sections:

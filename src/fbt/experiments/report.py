@@ -3,7 +3,8 @@
 Per section of the grid: a table (mean and min–max over seeds, training time), the metric against the setting
 that varies (or as bars), validation curves against training tokens with the code-exec heuristics as floors,
 and for language models the same curves against wall-clock time with the metric at equal time. Then the
-learned memory mix of feedback cells over training, the host the cells ran on, and every command. A bench grid
+learned memory mix of feedback cells over training, the host the cells ran on, and every command. An rl grid
+reports the evaluation episodes' success rate and the training episodes' success against frames. A bench grid
 gets a table and a figure of decoding speed and state size against depth.
 """
 
@@ -26,8 +27,13 @@ else:  # pragma: no cover
 
 # The setting drawn along the x axis, in order of preference, when it varies within a section.
 X_SETTINGS = ("layers", "span", "dim", "steps")
-METRIC_LABELS = {"accuracy": "test accuracy (%)", "bits_per_byte": "test bits per byte"}
+METRIC_LABELS = {
+    "accuracy": "test accuracy (%)",
+    "bits_per_byte": "test bits per byte",
+    "success_rate": "success rate (%, evaluation episodes)",
+}
 VALID_LABELS = {"accuracy": "valid accuracy (%)", "bits_per_byte": "valid bits per byte"}
+PERCENTS = ("accuracy", "success_rate")
 
 
 def read_results(out: Path) -> list[dict]:
@@ -49,11 +55,20 @@ def read_grid(out: Path) -> dict:
 
 
 def scale(value: float, metric: str) -> float:
-    return 100 * value if metric == "accuracy" else value
+    return 100 * value if metric in PERCENTS else value
 
 
 def format_value(value: float, metric: str) -> str:
-    return f"{value:.2%}" if metric == "accuracy" else f"{value:.3f}"
+    return f"{value:.2%}" if metric in PERCENTS else f"{value:.3f}"
+
+
+def metric_of(results: list[dict]) -> str:
+    """The test metric a grid's cells report: an rl grid's success rate, a text grid's bits per byte, else
+    code-exec's accuracy."""
+    for metric in ("success_rate", "bits_per_byte"):
+        if any(metric in r["test"] for r in results):
+            return metric
+    return "accuracy"
 
 
 def spread(values: list[float], metric: str) -> str:
@@ -123,6 +138,15 @@ def heuristic_lines(results: list[dict]) -> dict[str, float]:
     return {f"{HEURISTIC_LABELS[name]} ({value:.1%})": 100 * value for name, value in floors.items()}
 
 
+def memoryless_line(results: list[dict]) -> dict[str, float]:
+    """The success rate a policy without memory can reach, when the cells' environment has one (one env)."""
+    from fbt.rl.envs import MEMORYLESS_SUCCESS
+
+    envs = {r["test"].get("env") for r in results}
+    floor = MEMORYLESS_SUCCESS.get(next(iter(envs))) if len(envs) == 1 else None
+    return {} if floor is None else {f"memoryless policy ({floor:.0%})": 100 * floor}
+
+
 def reference_marks(references: list[dict], x: str, section_results: list[dict]) -> list[tuple]:
     """Published values whose settings match cells of this section and name the x setting."""
     marks = []
@@ -164,7 +188,7 @@ class ReportWriter:
         self.lines += [f"![{caption}](figures/{path.name})", ""]
 
     def training_sections(self) -> None:
-        metric = "accuracy" if all("bits_per_byte" not in r["test"] for r in self.results) else "bits_per_byte"
+        metric = metric_of(self.results)
         sections = list(dict.fromkeys(s for r in self.results for s in r.get("sections", [""])))
         for number, section in enumerate(sections):
             results = [r for r in self.results if section in r.get("sections", [""])]
@@ -177,15 +201,16 @@ class ReportWriter:
         keys = varying_keys(results)
         groups = group_results(results, keys)
         time_label = "train time (s)"
-        header = [*keys, "seeds", f"test {metric}: mean (min–max)", "train tokens", time_label]
+        amount = "frames" if metric == "success_rate" else "tokens"
+        header = [*keys, "seeds", f"test {metric}: mean (min–max)", f"train {amount}", time_label]
         self.lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for values, members in groups.items():
             seconds = statistics.mean(r["train"].get("elapsed_s", 0) for r in members)
-            tokens = members[0]["train"].get("tokens", 0)
+            tokens = members[0]["train"].get(amount, 0)
             row = [*map(str, values), str(len(members)), spread([r["test"][metric] for r in members], metric)]
             self.lines.append("| " + " | ".join([*row, f"{tokens:,}", f"{seconds:,.0f}"]) + " |")
         self.lines.append("")
-        floors = heuristic_lines(results) if metric == "accuracy" else {}
+        floors = {"accuracy": heuristic_lines, "success_rate": memoryless_line}.get(metric, lambda _: {})(results)
         x = next((k for k in X_SETTINGS if k in keys and is_axis(k, keys, list(groups))), None)
         directory = self.out / "figures"
         if x is not None:
@@ -219,6 +244,9 @@ class ReportWriter:
                 floors,
             )
             self.figure(path, f"{metric} per setting")
+        if metric == "success_rate":
+            self.rl_curves(groups, keys, prefix)
+            return
         curves = {label_of(keys, v) or metric: mean_curve(self.out, m, metric, "tokens") for v, m in groups.items()}
         curves = {label: ([x / 1e6 for x in xs], ys) for label, (xs, ys) in curves.items() if xs}
         if any(len(xs) > 1 for xs, _ in curves.values()):  # a curve, not only the final evaluation
@@ -232,6 +260,16 @@ class ReportWriter:
             self.figure(path, f"valid {metric} vs training tokens")
         if metric == "bits_per_byte":
             self.wall_clock(groups, keys, metric, prefix)
+
+    def rl_curves(self, groups: dict, keys: list[str], prefix: str) -> None:
+        """The success rate of the training episodes against frames: mean and min–max band over seeds."""
+        from fbt.rl.plots import plot_rl_groups
+
+        runs = {
+            label_of(keys, v) or "success_rate": [self.out / "cells" / r["cell"] for r in m] for v, m in groups.items()
+        }
+        path = plot_rl_groups(runs, self.out / "figures" / f"{prefix}train_success_vs_frames.png")
+        self.figure(path, "training success rate vs frames")
 
     def wall_clock(self, groups: dict, keys: list[str], metric: str, prefix: str) -> None:
         """The validation curves against training seconds: where the sequential cost of a model shows."""
@@ -250,6 +288,8 @@ class ReportWriter:
 
     def budget(self, results: list[dict]) -> str:
         """What the section's cells had equal: training tokens, or wall-clock seconds when they share a budget."""
+        if any("frames" in r["train"] for r in results):
+            return "equal frames"
         budgets = {read_config(self.out / "cells" / r["cell"])["train"].get("time_budget", 0) for r in results}
         if len(budgets) == 1 and budgets != {0}:
             return f"equal wall-clock time: {next(iter(budgets)):g} s of training per cell"
@@ -258,7 +298,7 @@ class ReportWriter:
     def memory_mix(self) -> None:
         """softmax(w) over training of feedback cells that learn the mix (first seed of each setting)."""
         panels = {}
-        for result in self.results:
+        for result in self.results if metric_of(self.results) != "success_rate" else ():  # rl runs log no mix
             if values_of(result).get("seed", 0) != 0:
                 continue
             train_rows, _ = read_metrics(self.out / "cells" / result["cell"])

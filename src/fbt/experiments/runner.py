@@ -1,4 +1,5 @@
-"""Runs a grid's cells as ordinary `fbt train` + `fbt eval` processes, `jobs` at a time, resumably.
+"""Runs a grid's cells as ordinary `fbt train` + `fbt eval` processes (an rl grid: `fbt rl train` + `fbt rl
+eval`), `jobs` at a time, resumably.
 
 Layout of an experiment directory:
     grid.toml                 the grid as run
@@ -36,6 +37,7 @@ from fbt.rundir import SUMMARY, read_json, write_json_atomic
 
 FBT = [sys.executable, "-m", "fbt.cli"]
 INTERRUPTED = 130
+RL_EPISODES = 500  # evaluation episodes of an rl cell's final policy
 
 
 def train_flags(settings: dict) -> list[str]:
@@ -74,27 +76,32 @@ def describe(cell: Cell) -> dict:
     return {"cell": cell.name, "sections": list(cell.sections), "values": cell.values, "settings": cell.settings}
 
 
-def run_cell(cell: Cell, out: Path, threads: int) -> dict:
+def run_cell(cell: Cell, out: Path, threads: int, kind: str = "train") -> dict:
+    """Train (or resume) and test one cell of a grid whose command is `kind` ("train" or "rl")."""
     result_path = out / "results" / f"{cell.name}.json"
     if result_path.exists():
         return read_json(result_path)
     run_dir = out / "cells" / cell.name
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "train.log"
-    command = ["train", *train_flags(cell.settings), "--out", str(run_dir)]
+    trainer = ["rl", "train"] if kind == "rl" else ["train"]
+    command = [*trainer, *train_flags(cell.settings), "--out", str(run_dir)]
     common = ["--threads", str(threads), "--no-progress", "--json"]
     if has_checkpoint(run_dir):
-        run_fbt(["train", "--resume", "--out", str(run_dir), *common], log)
+        trained = run_fbt([*trainer, "--resume", "--out", str(run_dir), *common], log)
     else:
-        run_fbt([*command, *common], log)
-    evaluation = ["eval", str(run_dir), "--split", "test"]
+        trained = run_fbt([*command, *common], log)
+    if kind == "rl":
+        evaluation = ["rl", "eval", str(run_dir), "--episodes", str(RL_EPISODES)]
+    else:
+        evaluation = ["eval", str(run_dir), "--split", "test"]
     test = run_fbt([*evaluation, "--threads", str(threads), "--json"], log)
     result = {
         **describe(cell),
         "train_command": f"fbt {shlex.join(command)}",
         "eval_command": f"fbt {shlex.join(evaluation)}",
         "test": test,
-        "train": read_json(run_dir / SUMMARY),
+        "train": trained if kind == "rl" else read_json(run_dir / SUMMARY),  # an rl run's result is its summary
     }
     result_path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(result_path, result)
@@ -187,7 +194,7 @@ def run_grid(grid: Grid, out: Path, jobs: int = 1, threads: int = 1, progress: b
     results: dict[str, dict] = {}
     bar = progress_display(total=len(grid.cells), desc="cells", unit="cell", shown=progress)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(run_cell, cell, out, threads): cell for cell in grid.cells}
+        futures = {pool.submit(run_cell, cell, out, threads, grid.command): cell for cell in grid.cells}
         for future in as_completed(futures):
             results[futures[future].name] = future.result()
             bar.update(1)
@@ -197,7 +204,7 @@ def run_grid(grid: Grid, out: Path, jobs: int = 1, threads: int = 1, progress: b
     return ordered
 
 
-METRICS = ("accuracy", "loss", "bits_per_byte")
+METRICS = ("accuracy", "loss", "bits_per_byte", "success_rate", "mean_return")
 
 
 def table_rows(results: list[dict]) -> list[dict]:
@@ -213,7 +220,8 @@ def table_rows(results: list[dict]) -> list[dict]:
         else:
             row.update({f"test_{m}": result["test"].get(m, "") for m in METRICS})
             train = result["train"]
-            row.update({"train_tokens": train.get("tokens", ""), "train_s": train.get("elapsed_s", "")})
+            amount = "frames" if "frames" in train else "tokens"
+            row.update({f"train_{amount}": train.get(amount, ""), "train_s": train.get("elapsed_s", "")})
         rows.append(row)
     return rows
 

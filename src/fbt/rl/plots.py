@@ -32,6 +32,19 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def plot_rl_runs(runs: list[str], out: str | Path, column: str = "success_rate", window: int = 10) -> Path:
+    """One line per environment and policy: runs that share both are seeds."""
+    configs = {Path(run): read_rl_config(Path(run)) for run in runs}
+    several_envs = len({config.env for config in configs.values()}) > 1
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for run, config in sorted(configs.items(), key=lambda item: (item[1].env, item[1].policy)):
+        groups[f"{config.env} {config.policy}" if several_envs else config.policy].append(run)
+    return plot_rl_groups(groups, out, column, window)
+
+
+def plot_rl_groups(
+    groups: dict[str, list[Path]], out: str | Path, column: str = "success_rate", window: int = 10
+) -> Path:
+    """One line per labelled group of runs (its seeds): the mean of their smoothed curves, the min-max band."""
     try:
         import matplotlib
 
@@ -40,23 +53,22 @@ def plot_rl_runs(runs: list[str], out: str | Path, column: str = "success_rate",
         from matplotlib.ticker import PercentFormatter
     except ImportError:
         raise FbtError("plots need matplotlib: pip install 'fbt[plot]'") from None
-    groups: dict[tuple[str, str], list] = defaultdict(list)
-    for run in map(Path, runs):
-        config = read_rl_config(run)
-        groups[(config.env, config.policy)].append(read_curve(run, column))
+    envs = {read_rl_config(run).env for runs in groups.values() for run in runs}
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for (env, policy), curves in sorted(groups.items()):
+    drawn = False
+    for name, runs in groups.items():
+        curves = [curve for curve in (read_curve(run, column) for run in runs) if len(curve[0])]
+        if not curves:  # no run of the group has finished an episode yet
+            continue
         # Seeds are compared on the frames all of them reached, on a common grid.
         end = min(frames[-1] for frames, _ in curves)
         grid = np.linspace(0, end, 200)
         values = np.stack([np.interp(grid, frames, smooth(v, window)) for frames, v in curves])
-        label = f"{policy} ({len(curves)} seed{'s' if len(curves) > 1 else ''})"
-        if len({e for e, _ in groups}) > 1:
-            label = f"{env} {label}"
+        label = f"{name} ({len(curves)} seed{'s' if len(curves) > 1 else ''})"
         line = ax.plot(grid, values.mean(0), label=label)[0]
+        drawn = True
         if len(curves) > 1:
             ax.fill_between(grid, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
-    envs = {env for env, _ in groups}
     if column == "success_rate":
         ax.set_ylim(-0.02, 1.02)  # the whole range: a band of 0.46-0.65 looked like a gap
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
@@ -66,9 +78,12 @@ def plot_rl_runs(runs: list[str], out: str | Path, column: str = "success_rate",
             ax.axhline(floor, color="gray", linestyle=":", linewidth=1, label=f"memoryless policy ({floor:.0%})")
     ax.set_xlabel("frames")
     ax.set_ylabel(column.replace("_", " ") + f" (mean of {window} updates)")
-    ax.set_title(", ".join(sorted({env for env, _ in groups})))
+    ax.set_title(", ".join(sorted(envs)))
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    if not drawn:
+        ax.text(0.5, 0.5, "no episode finished yet", ha="center", va="center", transform=ax.transAxes, color="gray")
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""`text`: byte-level language modelling of any file; targets are the next byte; reported in bits per byte."""
+"""`text`: byte-level language modelling of any file (or one column of a TSV file: `target_column`); targets
+are the next byte; reported in bits per byte."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ class TextTask(Task):
     tokens_are_bytes = True
 
     def load_split(self, data: str, split: str, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-        return load_text_split(data, split)
+        return load_text_split(data, split, config.target_column)
 
     def encode(self, prompt: str) -> list[int]:
         return list(prompt.encode("utf-8"))

@@ -22,7 +22,7 @@ class TrainConfig:
     # `tokenizer_vocab` ids is trained on the run's train split. Either way the run keeps a copy.
     tokenizer: str = ""
     tokenizer_vocab: int = 8000
-    # A TSV corpus: translation reads source_column -> target_column; lm reads target_column's lines.
+    # A TSV corpus: translation reads source_column -> target_column; text and lm read target_column's lines.
     source_column: str = ""
     target_column: str = ""
     target_data: str = ""  # translation from two aligned text files: `data` holds the sources, this the targets
