@@ -203,3 +203,21 @@ def test_corrupt_checkpoint_in_a_fresh_process_is_one_line_without_traceback(cod
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().count("\n") == 0 and "corrupt or truncated" in done.stderr
+
+
+def test_every_train_flag_that_names_a_config_field_reaches_the_config():
+    """A flag missing from MODEL_FLAGS / TRAIN_FLAGS would be parsed and then silently dropped."""
+    import argparse
+    import dataclasses
+
+    from fbt.commands import train
+    from fbt.commands.train_settings import MODEL_FLAGS, TRAIN_FLAGS
+    from fbt.models import ModelConfig
+    from fbt.training.config import TrainConfig
+
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    train.add_parser(subparsers)
+    destinations = {action.dest for action in subparsers.choices["train"]._actions}
+    fields = {f.name for config in (ModelConfig, TrainConfig) for f in dataclasses.fields(config)}
+    assert sorted(destinations & fields) == sorted({*MODEL_FLAGS, *TRAIN_FLAGS})
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= destinations

@@ -93,6 +93,11 @@ def test_shipped_grids_expand(tmp_path):
     assert "model=gpt,layers=4,seed=2" in lm_names  # a later section's cell of the same name gets its section
     assert "equal-wall-clock.model=gpt,layers=4,seed=0" in lm_names
     assert load_grid("decode-speed", tmp_path).command == "bench"
+    lm_budget = load_grid("lm-budget", tmp_path)
+    assert [c.name for c in lm_budget.cells][:2] == [
+        "model=feedback,layers=2,lr=0.0005",
+        "model=feedback,layers=2,lr=0.001",
+    ]
     rl = load_grid("rl-memory-s7-baselines", tmp_path)
     assert rl.command == "rl" and len(rl.cells) == 16
     assert rl.cells[1].name == "policy=lstm,lr=0.001" and len(rl.cells[1].sections) == 4  # the defaults, shared

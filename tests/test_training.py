@@ -179,6 +179,31 @@ def test_extending_a_cosine_run_does_not_jump_the_learning_rate(tmp_path, text_f
     assert all(a >= b for a, b in zip(new, new[1:])) and trainer.lr(12) == pytest.approx(0, abs=1e-12)
 
 
+def test_wsd_holds_the_rate_then_decays_to_zero_and_extends_without_a_jump(tmp_path, text_file):
+    from fbt.training.optim import learning_rate
+
+    config = TrainConfig(steps=10, warmup=2, lr=1e-3, schedule="wsd", decay_steps=4)
+    rates = [learning_rate(step, config) for step in range(11)]
+    assert rates[:2] == pytest.approx([5e-4, 1e-3]) and rates[2:7] == pytest.approx([1e-3] * 5)
+    assert all(a > b for a, b in zip(rates[6:], rates[7:])) and rates[10] == pytest.approx(0, abs=1e-12)
+    constant = TrainConfig(steps=10, warmup=2, lr=1e-3)
+    assert [learning_rate(step, constant) for step in range(7)] == rates[:7]  # stable: the constant schedule
+    for bad in (dict(schedule="wsd"), dict(decay_steps=3), dict(schedule="wsd", decay_steps=11)):
+        with pytest.raises(FbtError, match="decay_steps"):
+            TrainConfig(steps=10, **bad)
+    # Extended while stable (anchored at its last step at full rate): the decay moves to the new end.
+    longer = TrainConfig(steps=12, warmup=2, lr=1e-3, schedule="wsd", decay_steps=4)
+    assert [learning_rate(step, longer, (5, 1.0)) for step in range(5, 9)] == pytest.approx([1e-3] * 4)
+    assert learning_rate(12, longer, (5, 1.0)) == pytest.approx(0, abs=1e-12)
+    # Extended while decaying: it goes on from the rate it had reached, no jump back up.
+    model_config, train_config = tiny_configs(text_file, steps=6, schedule="wsd", decay_steps=2)
+    api.train(model_config, train_config, tmp_path / "run", "cpu", progress=False)
+    trainer = api.resume_trainer(tmp_path / "run", torch.device("cpu"), {"steps": 12})
+    last_used = learning_rate(5, train_config)
+    new = [trainer.lr(step) for step in range(6, 13)]
+    assert 0 < new[0] <= last_used and all(a >= b for a, b in zip(new, new[1:])) and new[-1] == pytest.approx(0)
+
+
 def test_curriculum_advances_by_steps_logs_its_stage_and_resumes(tmp_path, text_file):
     import csv
 

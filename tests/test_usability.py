@@ -80,6 +80,20 @@ def test_a_shrunk_preset_scales_its_warmup_and_an_explicit_one_warns(tmp_path, c
     code, _, err = run_cli(capsys, *common, "--preset", "code-exec-feedback-small", "--out", tmp_path / "a")
     assert code == 0 and "using 1 (10%)" in err
     assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["warmup"] == 1
+    code, _, err = run_cli(
+        capsys,
+        *common,
+        "--preset",
+        "code-exec-3var-feedback-cpu",
+        "--curriculum",
+        "",
+        "--batch",
+        "4",
+        "--out",
+        tmp_path / "c",
+    )
+    assert code == 0 and "decay of 2000 steps is longer than --steps 10: using 1 (10%)" in err, err
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["train"]["decay_steps"] == 1
     code, _, err = run_cli(capsys, *common, "--warmup", "40", "--out", tmp_path / "b")
     assert code == 0 and "never reaches its peak" in err
     assert json.loads((tmp_path / "b" / "config.json").read_text())["train"]["warmup"] == 40

@@ -147,7 +147,16 @@ def add_optimisation_flags(run: argparse._ArgumentGroup) -> None:
         help="linear warm-up steps (default: the preset's, else 100; a preset's warm-up is scaled down when "
         "--steps makes it as long as the run)",
     )
-    run.add_argument("--schedule", choices=SCHEDULES, help=config_help("after warm-up", "schedule"))
+    run.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        help=config_help(
+            "after warm-up: constant, cosine to zero, or wsd (constant, then --decay-steps of cosine)", "schedule"
+        ),
+    )
+    run.add_argument(
+        "--decay-steps", type=int, help=config_help("wsd: the last updates, decaying to zero", "decay_steps")
+    )
     run.add_argument("--clip", type=float, help=config_help("gradient norm clipping, 0 off", "clip"))
     run.add_argument("--seed", type=int, help=config_help("init, dropout and data seed", "seed"))
     run.add_argument("--log-every", type=int, help=config_help("steps between metrics.csv rows", "log_every"))

@@ -45,6 +45,7 @@ TRAIN_FLAGS = (
     "weight_decay",
     "warmup",
     "schedule",
+    "decay_steps",
     "clip",
     "seed",
     "log_every",
@@ -110,6 +111,10 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
             "--warmup to choose"
         )
         values["warmup"] = scaled
+    decay = values.get("decay_steps", DEFAULTS["decay_steps"])
+    if decay > steps and "decay_steps" not in explicit:
+        notes.append(f"decay of {decay} steps is longer than --steps {steps}: using {steps // 10} (10%)")
+        values["decay_steps"] = max(1, steps // 10)
     model_values = {k: v for k, v in values.items() if k in model_fields}
     train_values = {k: v for k, v in values.items() if k not in model_fields}
     return ModelConfig.from_dict(model_values), TrainConfig.from_dict(train_values), notes

@@ -10,7 +10,7 @@ from fbt.errors import FbtError
 from fbt.tasks import task_class_or_base
 
 OPTIMIZERS = ("adam", "adamw")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "wsd")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -37,7 +37,10 @@ class TrainConfig:
     lr: float = 1e-3  # peak learning rate
     weight_decay: float = 0.0  # decoupled weight decay (adamw only)
     warmup: int = 100  # linear warm-up steps
-    schedule: str = "constant"  # after warm-up: "constant" or "cosine" decay to zero at `steps`
+    # After warm-up: "constant"; "cosine" decay to zero at `steps`; "wsd" (warm-up, stable, decay) constant,
+    # then a cosine to zero over the last `decay_steps` updates.
+    schedule: str = "constant"
+    decay_steps: int = 0
     clip: float = 1.0  # gradient norm clipping (0: off)
     seed: int = 0  # model init, dropout and data order
     log_every: int = 10  # steps between metric rows
@@ -92,6 +95,10 @@ class TrainConfig:
             )
         if self.schedule not in SCHEDULES:
             raise FbtError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if (self.schedule == "wsd") != (self.decay_steps > 0) or self.decay_steps > self.steps:
+            raise FbtError(
+                f"decay_steps (got {self.decay_steps}) must be in 1..steps with the wsd schedule, and 0 without it"
+            )
         if not self.lr > 0:
             raise FbtError(f"lr must be positive, got {self.lr}")
         if self.clip < 0 or self.time_budget < 0 or self.weight_decay < 0:
