@@ -127,7 +127,7 @@ def effective_settings(settings: dict, command: str) -> dict:
     return {**base, **{k: v for k, v in settings.items() if k != "preset"}}
 
 
-def matters(key: str, values: dict, command: str) -> bool:
+def matters(key: str, values: dict, command: str = "train") -> bool:
     """Whether a cell's setting changes what it runs: model config fields its family ignores are left out of
     its name (memory_layer only counts with memory = "layer")."""
     if command == "rl":
