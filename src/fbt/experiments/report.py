@@ -297,8 +297,10 @@ class ReportWriter:
 
     def memory_mix(self) -> None:
         """softmax(w) over training of feedback cells that learn the mix (first seed of each setting)."""
+        if metric_of(self.results) == "success_rate":  # rl runs log no mix
+            return
         panels = {}
-        for result in self.results if metric_of(self.results) != "success_rate" else ():  # rl runs log no mix
+        for result in self.results:
             if values_of(result).get("seed", 0) != 0:
                 continue
             train_rows, _ = read_metrics(self.out / "cells" / result["cell"])
