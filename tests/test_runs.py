@@ -179,6 +179,16 @@ def test_plot_runs_writes_a_png_of_both_runs(run_root, tmp_path, x):
     assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
 
 
+def png_height(path) -> int:
+    return int.from_bytes(path.read_bytes()[20:24], "big")  # IHDR: width, then height
+
+
+def test_plot_runs_moves_a_long_legend_below_the_panels(run_root, tmp_path):
+    two = plot_runs([run_root / "a", run_root / "b"], tmp_path / "two.png")
+    five = plot_runs([run_root / "a", run_root / "b"] * 2 + [run_root / "a"], tmp_path / "five.png")
+    assert png_height(five) > png_height(two) * 1.15  # the room the legends below take
+
+
 def test_stage_switches_are_where_each_later_stage_first_logs():
     rows = [
         {"kind": "train", "tokens": 100, "stage": 0},
