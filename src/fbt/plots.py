@@ -109,7 +109,8 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens") ->
     loss_label, loss_scale = ("loss (bits per byte)", 1 / math.log(2)) if in_bits else ("loss (nats per token)", 1.0)
 
     plt = pyplot()
-    height = 4.2 if len(runs) <= LEGEND_INSIDE else 4.2 + 0.22 * (len(runs) + 2)
+    legend_below = len(runs) > LEGEND_INSIDE  # below the panels, where it hides no curve
+    height = 4.2 + (0.22 * (len(runs) + 2) if legend_below else 0.0)
     figure, (loss_axes, valid_axes) = plt.subplots(1, 2, figsize=(11, height), dpi=120)
     any_stages = False
     for label, task, train_rows, valid_rows in runs:
@@ -146,10 +147,9 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens") ->
         axes.set_ylabel(y_label)
         axes.set_title(title, fontsize=9)
         axes.grid(alpha=0.3)
-        if axes.get_lines() and len(runs) <= LEGEND_INSIDE:
-            axes.legend(fontsize=8)
-        elif axes.get_lines():  # below the panel, where it hides no curve
-            axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+        if axes.get_lines():
+            place = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.16)} if legend_below else {}
+            axes.legend(fontsize=8, **place)
         else:
             axes.text(0.5, 0.5, "no rows yet", ha="center", va="center", transform=axes.transAxes, color="gray")
     return save_figure(plt, figure, out)
