@@ -94,7 +94,7 @@ _CPU_CODE_EXEC = {
 # The paper's task on a CPU: the CPU recipe's model at 128 streams through the curriculum above, each stage
 # until 90% periodic valid accuracy or 12,000 updates, then the task itself; 30,000 updates (123M tokens) at
 # a constant learning rate, the last 2,000 decaying to zero. Seeds differ most in how long a stage takes
-# (1,500 to 9,000 updates in four seeds, all of which reached the task by update 24,000 and solved it); a
+# (1,000 to 9,000 updates in four seeds, all of which reached the task by update 24,000 and solved it); a
 # 6,000-update cap sent a slow seed on before it had learnt the stage (benchmarks/LEARNING.md, rounds 4-6).
 _CPU_CODE_EXEC_3VAR = {
     "model": dict(_CPU_CODE_EXEC["model"]),
