@@ -113,22 +113,17 @@ def test_micro_batches_give_the_same_gradient(tmp_path, family):
         torch.testing.assert_close(parts[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def torchrun(ranks: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
+
+
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def fbt(args: list[str], ranks: int, cwd: Path) -> None:
     """`fbt ARGS`, or `torchrun --standalone --nproc-per-node RANKS -m fbt.cli ARGS`."""
-    launch = [sys.executable, "-m", "fbt.cli"]
-    if ranks > 1:
-        launch = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            str(ranks),
-            "-m",
-            "fbt.cli",
-        ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([*launch, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    launch = [*torchrun(ranks), "-m", "fbt.cli"] if ranks > 1 else [sys.executable, "-m", "fbt.cli"]
+    done = subprocess.run([*launch, *args], cwd=cwd, env=ONE_THREAD, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -169,53 +164,45 @@ def test_rank_slices():
         Ranks(0, 3).rows(8)
 
 
-def rl_worker(rank: int, world: int, init_file: str, root: str) -> None:
-    from fbt.rl.config import RLConfig
-    from fbt.rl.train import RLTrainer
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        config = RLConfig(
-            env="MiniGrid-MemoryS7-v0",
-            policy="feedback",
-            frames=256,
-            envs=4,
-            dim=16,
-            layers=1,
-            heads=2,
-            ff=32,
-            span=8,
-            steps=32,
-            bptt=16,
-            epochs=1,
-            minibatches=2,
-        )
-        trainer = RLTrainer.start(config, Path(root) / "run", torch.device("cpu"))
-        result = trainer.fit(progress=False)
-        save_file(dict(trainer.policy.state_dict()), str(Path(root) / f"rank{rank}.safetensors"))
-        (Path(root) / f"result{rank}").write_text(str(result["frames"]))
-    finally:
-        dist.destroy_process_group()
-
-
+# Each rank of `torchrun --nproc-per-node 2 SCRIPT OUT` trains, then writes its own weights and result.
 RL_RANKS = """
+import faulthandler
 import sys
-import torch.multiprocessing as mp
-sys.path.insert(0, sys.argv[1])
-from test_distributed import rl_worker
-mp.spawn(rl_worker, args=(2, sys.argv[2] + "/init", sys.argv[2]), nprocs=2, join=True)
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from fbt.rl.config import RLConfig
+from fbt.rl.train import RLTrainer
+from fbt.training import distributed
+
+faulthandler.dump_traceback_later(240, exit=True)  # a rank that hangs shows where, inside the test's limit
+torch.set_num_threads(1)
+root = Path(sys.argv[1])
+distributed.start("cpu")
+rank = distributed.Ranks.current().rank
+try:
+    config = RLConfig(
+        env="MiniGrid-MemoryS7-v0", policy="feedback", frames=256, envs=4, dim=16, layers=1, heads=2, ff=32,
+        span=8, steps=32, bptt=16, epochs=1, minibatches=2,
+    )
+    trainer = RLTrainer.start(config, root / "run", torch.device("cpu"))
+    result = trainer.fit(progress=False)
+    save_file(dict(trainer.policy.state_dict()), str(root / f"rank{rank}.safetensors"))
+    (root / f"result{rank}").write_text(str(result["frames"]))
+finally:
+    distributed.stop()
+faulthandler.cancel_dump_traceback_later()
 """
 
 
 def test_rl_ranks_act_in_their_own_environments_and_stay_in_step(tmp_path):
-    # The two ranks start from a fresh interpreter: spawned from the test process after the rest of the suite,
-    # they now and then never returned, where alone they take seconds.
-    tests = str(Path(__file__).parent)
-    try:
-        subprocess.run([sys.executable, "-c", RL_RANKS, tests, str(tmp_path)], check=True, timeout=300)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the two RL ranks did not finish within 300 s")
+    script = tmp_path / "rl_ranks.py"
+    script.write_text(RL_RANKS)
+    launch = [*torchrun(2), str(script), str(tmp_path)]
+    done = subprocess.run(launch, env=ONE_THREAD, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-8000:]
     weights = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(2)]
     for name, tensor in weights[0].items():  # DDP averaged the gradients: both ranks made the same updates
         torch.testing.assert_close(weights[1][name], tensor, rtol=0, atol=0, msg=name)
@@ -229,24 +216,8 @@ def test_ctrl_c_under_torchrun_saves_once_and_one_process_resumes(tmp_path):
     import signal
     import time
 
-    launch = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "fbt.cli",
-        "train",
-        *SIZES,
-        "--steps",
-        "100000",
-        "--out",
-        "run",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(launch, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    launch = [*torchrun(2), "-m", "fbt.cli", "train", *SIZES, "--steps", "100000", "--out", "run"]
+    process = subprocess.Popen(launch, cwd=tmp_path, env=ONE_THREAD, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "run" / "metrics.csv").exists():
         time.sleep(0.2)
