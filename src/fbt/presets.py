@@ -152,6 +152,7 @@ _BIBLE_ENGLISH_BYTES = {
         "data": BIBLE,
         "target_column": "english",
         "batch": 32,
+        "lr": 4e-3,
         "steps": 10000,
         "warmup": 200,
         "eval_every": 500,
