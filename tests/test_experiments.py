@@ -52,6 +52,15 @@ def test_a_tiny_grid_runs_reports_and_never_reruns_a_finished_cell(tmp_path, tex
     assert main(["experiment", str(grid), "--out", str(out), "--no-progress"]) == 0
 
 
+def test_cells_start_seed_by_seed_so_that_one_seeds_models_train_side_by_side(tmp_path, text_file):
+    grid = tiny_grid(tmp_path, text_file)
+    grid.write_text("seeds = 2\n" + grid.read_text())
+    cells = load_grid(str(grid), tmp_path / "exp").cells
+    assert [c.name for c in cells] == ["layers=1,seed=0", "layers=1,seed=1", "layers=2,seed=0", "layers=2,seed=1"]
+    started = [c.name for c in runner.start_order(cells)]
+    assert started == ["layers=1,seed=0", "layers=2,seed=0", "layers=1,seed=1", "layers=2,seed=1"]
+
+
 def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path, text_file, monkeypatch):
     grid, out = tiny_grid(tmp_path, text_file, steps=4), tmp_path / "exp"
     cell = load_grid(str(grid), out).cells[0]

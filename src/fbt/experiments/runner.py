@@ -8,8 +8,10 @@ Layout of an experiment directory:
     results/CELL.json         a finished cell: its settings, commands, test metrics and training summary
     results.csv               one row per finished cell
 
-A cell with a result is never run again; a cell with a checkpoint but no result resumes from it. A bench grid
-runs one `fbt bench` over its unfinished cells (measured interleaved) instead of training.
+A cell with a result is never run again; a cell with a checkpoint but no result resumes from it. Cells start
+seed by seed (every cell's seed 0, then seed 1, ...), so the models of one seed train side by side, sharing the
+machine alike, and a grid cut short holds every model at its first seeds. A bench grid runs one `fbt bench`
+over its unfinished cells (measured interleaved) instead of training.
 """
 
 from __future__ import annotations
@@ -177,6 +179,11 @@ def host_info(threads: int, jobs: int) -> dict:
     }
 
 
+def start_order(cells: list[Cell]) -> list[Cell]:
+    """The cells seed by seed, in grid order within a seed (sorting is stable)."""
+    return sorted(cells, key=lambda cell: cell.settings.get("seed", 0))
+
+
 def run_grid(grid: Grid, out: Path, jobs: int = 1, threads: int = 1, progress: bool = True) -> list[dict]:
     """Every cell's result (finished ones read back), in grid order; results.csv rewritten."""
     if jobs < 1 or threads < 1:
@@ -194,7 +201,7 @@ def run_grid(grid: Grid, out: Path, jobs: int = 1, threads: int = 1, progress: b
     results: dict[str, dict] = {}
     bar = progress_display(total=len(grid.cells), desc="cells", unit="cell", shown=progress)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(run_cell, cell, out, threads, grid.command): cell for cell in grid.cells}
+        futures = {pool.submit(run_cell, cell, out, threads, grid.command): cell for cell in start_order(grid.cells)}
         for future in as_completed(futures):
             results[futures[future].name] = future.result()
             bar.update(1)
