@@ -61,6 +61,16 @@ def test_cells_start_seed_by_seed_so_that_one_seeds_models_train_side_by_side(tm
     assert started == ["layers=1,seed=0", "layers=2,seed=0", "layers=1,seed=1", "layers=2,seed=1"]
 
 
+def test_a_finished_cell_joins_a_section_added_later_without_training_again(tmp_path, text_file, monkeypatch):
+    grid, out = tiny_grid(tmp_path, text_file), tmp_path / "exp"
+    assert main(["experiment", str(grid), "--out", str(out), "--no-progress"]) == 0
+    grid.write_text(grid.read_text() + '[[cells]]\nsection = "later"\nlayers = 2\n')  # shares layers=2
+    monkeypatch.setattr(runner, "run_fbt", lambda *args, **kwargs: pytest.fail("a finished cell ran again"))
+    assert main(["experiment", str(grid), "--out", str(out), "--no-progress"]) == 0
+    result = json.loads((out / "results" / "layers=2.json").read_text())
+    assert result["sections"] == ["", "later"]
+
+
 def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path, text_file, monkeypatch):
     grid, out = tiny_grid(tmp_path, text_file, steps=4), tmp_path / "exp"
     cell = load_grid(str(grid), out).cells[0]
