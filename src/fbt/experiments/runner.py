@@ -82,8 +82,10 @@ def run_cell(cell: Cell, out: Path, threads: int, kind: str = "train") -> dict:
     """Train (or resume) and test one cell of a grid whose command is `kind` ("train" or "rl")."""
     result_path = out / "results" / f"{cell.name}.json"
     if result_path.exists():  # finished: its sections are the grid's as it is now, which may share it further
-        result = {**read_json(result_path), **describe(cell)}
-        write_json_atomic(result_path, result)
+        stored = read_json(result_path)
+        result = {**stored, **describe(cell)}
+        if result != stored:
+            write_json_atomic(result_path, result)
         return result
     run_dir = out / "cells" / cell.name
     run_dir.mkdir(parents=True, exist_ok=True)
