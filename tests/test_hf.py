@@ -15,6 +15,7 @@ import torch  # noqa: E402
 from families import LANGUAGE_MODELS  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 from tiny_runs import TINY_MODEL, tiny_configs, write_corpus  # noqa: E402
+from toy_task import VOCAB, RecallTask, write_recall_data  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, pipeline  # noqa: E402
 
 from fbt import api  # noqa: E402
@@ -22,7 +23,10 @@ from fbt.cli import main  # noqa: E402
 from fbt.data.tokenizer import train_tokenizer  # noqa: E402
 from fbt.errors import FbtError  # noqa: E402
 from fbt.hf import FbtByteTokenizer, FbtConfig, FbtForCausalLM, export_hf, load_hf_as_fbt  # noqa: E402
+from fbt.hf.tokenization import word_tokenizer  # noqa: E402
 from fbt.models import ModelConfig, build_model, from_pretrained  # noqa: E402
+from fbt.tasks import TASKS, task_class  # noqa: E402
+from fbt.tasks.code_exec import CodeExecTask  # noqa: E402
 
 TINY = {**TINY_MODEL, "dropout": 0.0, "span": 5}
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -238,8 +242,32 @@ def test_a_bpe_run_exports_its_tokenizer_and_a_mismatch_is_refused(tmp_path, cap
     export_hf(tmp_path / "fits", tmp_path / "hf")
     loaded = AutoTokenizer.from_pretrained(tmp_path / "hf")
     assert loaded("to be")["input_ids"] == tokenizer.encode("to be")
+    capsys.readouterr()  # the export's own output (transformers may show a progress bar)
     err = one_error_line(capsys, ["export", str(tmp_path / "mismatch"), "--out", str(tmp_path / "out")])
     assert f"{ids} ids" in err and f"reads {ids + 30}" in err
+
+
+class WordRecallTask(RecallTask):
+    """A task of one's own that names its transformers tokenizer: the recall ids as words."""
+
+    @classmethod
+    def transformers_tokenizer(cls, tokenizer_file):
+        return word_tokenizer(tuple(map(str, range(VOCAB))))
+
+
+def test_a_run_exports_the_tokenizer_its_task_names(tmp_path, monkeypatch):
+    monkeypatch.setitem(TASKS, "word-recall", WordRecallTask)
+    monkeypatch.setattr(WordRecallTask, "name", "word-recall")
+    code = tmp_path / "code"
+    sizes = ["--train-size", "30", "--valid-size", "4", "--test-size", "4", "--statements", "20"]
+    assert main(["data", "code-exec", "--out", str(code), *sizes]) == 0
+    datasets = {"code-exec": code, "word-recall": write_recall_data(tmp_path / "recall")}
+    for task, data in datasets.items():
+        model_config, train_config = tiny_configs(data, task=task, steps=1, warmup=0)
+        api.train(model_config, train_config, tmp_path / task, device="cpu", progress=False)
+        exported = AutoTokenizer.from_pretrained(export_hf(tmp_path / task, tmp_path / f"{task}-hf"))
+        prompt = CodeExecTask.example_prompt if task == "code-exec" else "1 2 3"
+        assert exported(prompt)["input_ids"] == task_class(task)().encode(prompt), task
 
 
 def test_bad_input_is_one_line(text_run, tmp_path, capsys):

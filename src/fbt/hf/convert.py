@@ -13,13 +13,13 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from fbt.checkpoint import find_checkpoint
-from fbt.data.code_exec import VOCAB
 from fbt.data.tokenizer import TOKENIZER_FILE, load_tokenizer
 from fbt.errors import FbtError, warn
 from fbt.hf.modeling import MODEL_TYPE, FbtConfig, FbtForCausalLM, model_config_of
-from fbt.hf.tokenization import BYTES, FbtByteTokenizer, bpe_tokenizer, word_tokenizer
+from fbt.hf.tokenization import BYTES, FbtByteTokenizer
 from fbt.models import build_model, from_pretrained
 from fbt.rundir import CHECKPOINTS, CONFIG, WEIGHTS, load_tensors, read_json
+from fbt.tasks import task_class_or_base
 
 PREFIX = "model."  # FbtForCausalLM.model
 
@@ -40,18 +40,15 @@ def export_hf(fbt_path: str | Path, out_dir: str | Path) -> Path:
 
 
 def run_tokenizer(fbt_path: Path, vocab_size: int) -> PreTrainedTokenizerBase | None:
-    """The tokenizer of the run's task (its config.json's train.task); a pretrained directory has none saved,
+    """The tokenizer of the run's task (its config.json's train.task); a pretrained directory names no task,
     so its tokenizer.json or, with 256 ids, bytes. None (with a warning) when neither says."""
     task = read_json(fbt_path / CONFIG).get("train", {}).get("task")
     places = [fbt_path, find_checkpoint(fbt_path)] if (fbt_path / CHECKPOINTS).is_dir() else [fbt_path]
     tokenizer_file = next((place / TOKENIZER_FILE for place in places if (place / TOKENIZER_FILE).is_file()), None)
-    if task == "code-exec":
-        tokenizer = word_tokenizer(VOCAB)
-    elif tokenizer_file is not None and task in ("lm", None):
-        tokenizer = bpe_tokenizer(tokenizer_file)
-    elif task == "text" or (task is None and vocab_size == BYTES):
+    tokenizer = task_class_or_base(task or "").transformers_tokenizer(tokenizer_file)
+    if tokenizer is None and task is None and vocab_size == BYTES:
         tokenizer = FbtByteTokenizer()
-    else:
+    if tokenizer is None:
         warn(f"{fbt_path} names no tokenizer (task {task}); the export holds the model alone")
         return None
     if len(tokenizer) != vocab_size:

@@ -32,6 +32,8 @@ from fbt.models import family_names, model_class
 from fbt.sampling import generate
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from fbt.models.config import ModelConfig
     from fbt.training.config import TrainConfig
 
@@ -118,6 +120,14 @@ class Task:
     @classmethod
     def tokens_per_step(cls, config: TrainConfig) -> int:
         return config.batch * config.segment
+
+    @classmethod
+    def transformers_tokenizer(cls, tokenizer_file: Path | None) -> PreTrainedTokenizerBase | None:
+        """The transformers tokenizer `fbt export --format hf` saves beside a run's model: the BPE of the
+        run's tokenizer.json where it has one, else None (the export then holds the model alone)."""
+        from fbt.hf.tokenization import bpe_tokenizer
+
+        return bpe_tokenizer(tokenizer_file) if tokenizer_file is not None else None
 
     @classmethod
     def next_command(cls, run: str) -> str:

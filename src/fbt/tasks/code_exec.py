@@ -14,6 +14,8 @@ from fbt.errors import FbtError
 from fbt.tasks.base import EvalSettings, SamplingSettings, Task
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from fbt.training.config import TrainConfig
 
 
@@ -27,6 +29,13 @@ class CodeExecTask(Task):
     @classmethod
     def recognises_data(cls, path: str | Path) -> bool:
         return is_code_exec_dir(path)
+
+    @classmethod
+    def transformers_tokenizer(cls, tokenizer_file: Path | None) -> PreTrainedTokenizerBase:
+        """A word per id: the program's tokens, space-separated."""
+        from fbt.hf.tokenization import word_tokenizer
+
+        return word_tokenizer(VOCAB)
 
     def load_split(self, data: str, split: str, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
         return load_code_exec_split(data, split)

@@ -3,6 +3,7 @@ are the next byte; reported in bits per byte."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -12,6 +13,8 @@ from fbt.data.text import load_text_split
 from fbt.tasks.base import Task
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from fbt.training.config import TrainConfig
 
 
@@ -20,6 +23,12 @@ class TextTask(Task):
     valid_metric = "valid_bits_per_byte"
     test_metric = "bits_per_byte"
     tokens_are_bytes = True
+
+    @classmethod
+    def transformers_tokenizer(cls, tokenizer_file: Path | None) -> PreTrainedTokenizerBase:
+        from fbt.hf.tokenization import FbtByteTokenizer
+
+        return FbtByteTokenizer()
 
     def load_split(self, data: str, split: str, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
         return load_text_split(data, split, config.target_column)
