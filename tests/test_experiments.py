@@ -265,7 +265,8 @@ def test_an_rl_grid_trains_evaluates_and_reports_its_policies(tmp_path, monkeypa
     grid_file.write_text(RL_GRID)
     assert [c.settings["frames"] for c in load_grid(str(grid_file), out, steps=32).cells] == [32, 32]  # --budget
     monkeypatch.setattr(runner, "RL_EPISODES", 2)
-    assert main(["experiment", str(grid_file), "--out", str(out), "--no-progress", "--jobs", "1"]) == 0
+    assert main(["experiment", str(grid_file), "--out", str(out), "--no-progress", "--jobs", "2"]) == 0
+    assert json.loads((out / "host.json").read_text())["cells at once"] == 2  # the report's "Where it ran"
     results = {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
     assert sorted(results) == ["policy=lstm", "policy=mlp"]
     for result in results.values():

@@ -195,7 +195,7 @@ def run_grid(grid: Grid, out: Path, jobs: int = 1, threads: int = 1, progress: b
     out.mkdir(parents=True, exist_ok=True)
     if grid.path.resolve() != (out / "grid.toml").resolve():
         shutil.copyfile(grid.path, out / "grid.toml")
-    write_json_atomic(out / "host.json", host_info(threads, jobs if grid.command == "train" else 1))
+    write_json_atomic(out / "host.json", host_info(threads, 1 if grid.command == "bench" else jobs))
     if grid.command == "bench":
         run_bench_cells(grid, out, threads)
         ordered = [read_json(out / "results" / f"{cell.name}.json") for cell in grid.cells]
