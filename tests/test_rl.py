@@ -2,6 +2,8 @@
 a memory bandit that needs memory, and the `fbt rl` commands."""
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -271,6 +273,28 @@ def test_rl_commands_end_to_end(tmp_path, capsys):
     code, out, err = run_cli(["rl", "render", run, "--out", str(gif), "--json"], capsys)
     assert code == 0, err
     assert gif.read_bytes()[:6] == b"GIF89a" and json.loads(out)["steps"] >= 1
+
+
+def test_an_interrupted_rl_run_exits_130_and_resumes(tmp_path, capsys, monkeypatch):
+    """An experiment grid takes exit status 0 for a finished cell, so a stopped run must not give it."""
+    import fbt.rl.train as rl_train
+
+    original = rl_train.update
+
+    def update_then_signal(*args, **kwargs):
+        result = original(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(rl_train, "update", update_then_signal)
+    run = str(tmp_path / "run")
+    tiny = ["--policy", "lstm", "--envs", "2", "--steps", "16", "--bptt", "8", "--dim", "16", "--layers", "1"]
+    code, out, err = run_cli(["rl", "train", *tiny, "--frames", "96", "--out", run, "--no-progress", "--json"], capsys)
+    assert code == 130 and "interrupted at update 1; saved a checkpoint. Resume with: fbt rl train --resume" in err
+    assert json.loads(out.splitlines()[-1])["updates"] == 1
+    monkeypatch.undo()
+    code, out, err = run_cli(["rl", "train", "--resume", "--out", run, "--no-progress", "--json"], capsys)
+    assert code == 0 and json.loads(out.splitlines()[-1])["updates"] == 3, err
 
 
 @pytest.mark.parametrize(

@@ -98,6 +98,7 @@ def train(args: argparse.Namespace) -> None:
     from fbt.device import resolve_device
     from fbt.rl.train import RLTrainer
     from fbt.training import distributed
+    from fbt.training.trainer import TrainingInterrupted
 
     settings = {name: getattr(args, name) for name in RL_FLAGS if getattr(args, name) is not None}
     # Under torchrun: data-parallel PPO, each rank with envs / N environments; rank 0 reports.
@@ -124,9 +125,12 @@ def train(args: argparse.Namespace) -> None:
                 file=sys.stderr,
             )
         result = trainer.fit(progress=progress)
+    if main_rank:
+        print_result({"run": args.out, **result}, args.json)
+    if "stopped" in result:
+        raise TrainingInterrupted(args.out, result["updates"], command="fbt rl train", unit="update")
     if not main_rank:
         return
-    print_result({"run": args.out, **result}, args.json)
     if progress:
         print(
             f"next:\n  fbt rl eval {args.out} --episodes 200\n  fbt rl render {args.out} --out {args.out}/episode.gif",

@@ -479,13 +479,16 @@ class LogWindow:
 
 
 class TrainingInterrupted(FbtError):
-    """A signal stopped training; a checkpoint of the current step was saved."""
+    """A signal stopped training; a checkpoint of the current step was saved. The command exits 130, so that a
+    caller (an experiment grid) resumes the run instead of taking it for finished."""
 
-    def __init__(self, run_dir: Path, step: int, signum: int | None = None):
+    def __init__(
+        self, run_dir: Path, step: int, signum: int | None = None, command: str = "fbt train", unit: str = "step"
+    ):
         self.run_dir, self.step = Path(run_dir), step
         self.signal = signum
         super().__init__(
-            f"interrupted at step {step}; saved a checkpoint. Resume with: fbt train --resume --out {run_dir}"
+            f"interrupted at {unit} {step}; saved a checkpoint. Resume with: {command} --resume --out {run_dir}"
         )
 
 
