@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fbt.data.streams import SegmentStream
+from fbt.data.targets import IGNORE_INDEX
 from fbt.errors import FbtError
 
 
@@ -82,3 +83,25 @@ def test_bad_sizes(n, batch, segment):
 def test_mismatched_inputs_and_targets():
     with pytest.raises(FbtError):
         SegmentStream(torch.arange(10), torch.arange(9), 2, 4)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 6])
+def test_rows_of_documents_begin_at_documents_and_hold_all_of_them(batch):
+    tokens = torch.arange(37)
+    starts = torch.tensor([0, 5, 9, 20, 22, 30])  # documents of 5, 4, 11, 2, 8 and 7 tokens
+    stream = SegmentStream.of_documents(tokens, tokens + 1000, starts, batch, segment=4, pad=-1)
+    rows = torch.cat([inputs for inputs, _ in stream.iterate_once()], dim=1)  # (B, L)
+    row_targets = torch.cat([targets for _, targets in stream.iterate_once()], dim=1)  # (B, L)
+    assert rows.shape[0] == batch
+    assert all(int(row[0]) in starts.tolist() for row in rows)
+    assert torch.equal(rows[rows >= 0], tokens)  # every token once, in order, padding only after a row's documents
+    assert torch.equal(row_targets[rows >= 0], tokens + 1000)
+    assert (row_targets[rows < 0] == IGNORE_INDEX).all()
+    assert all((row[row < 0].numel() == 0) or (row[(row < 0).nonzero()[0, 0] :] < 0).all() for row in rows)
+
+
+@pytest.mark.parametrize("starts, batch", [([0, 5], 3), ([2, 5], 1), ([], 1)])
+def test_rows_of_documents_refuse_what_cannot_fill_them(starts, batch):
+    tokens = torch.arange(10)
+    with pytest.raises(FbtError):
+        SegmentStream.of_documents(tokens, tokens, torch.tensor(starts, dtype=torch.long), batch, segment=4)

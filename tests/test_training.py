@@ -246,7 +246,9 @@ def test_a_periodic_validation_spans_several_programs_of_a_long_program_task(tmp
     inputs = trainer.valid_stream.inputs.reshape(-1)
     program = trainer.task.document_tokens(inputs)
     ends = int((inputs == TOKEN_TO_ID["END"]).sum())
-    assert 380 < program < 480 and ends >= 38 and program == inputs.numel() // ends
+    starts = trainer.task.document_starts(inputs)  # the stream's rows end inside a program: one start more
+    assert starts.numel() == ends + 1 and bool((inputs[starts[1:] - 1] == TOKEN_TO_ID["END"]).all())
+    assert 380 < program < 480 and ends >= 38 and program == inputs.numel() // (ends + 1)
     periodic = trainer.periodic_stream(trainer.valid_stream, 16384)
     assert periodic.batch == 16384 // (trainer_module.PERIODIC_DOCUMENTS * program) == 4
     assert TextTask().document_tokens(inputs) == 0  # running text has no documents

@@ -317,7 +317,7 @@ def evaluate_run(
     if not data:
         check_data_exists(train_config)
     data = data or train_config.data
-    (stream,) = task.streams(train_config, data, (split,), batch, segment)
+    (stream,) = task.streams(train_config, data, (split,), batch, segment, whole_documents=True)
     metrics = evaluate(model, stream, task, next(model.parameters()).device, progress=progress)
     settings = EvalSettings(batch, segment, beam, length_penalty, progress, outputs)
     result = {**metrics, **task.decoded_scores(model, train_config, data, split, settings)}

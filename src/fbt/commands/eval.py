@@ -15,7 +15,12 @@ def add_parser(subparsers) -> None:
     ev.add_argument("run", help="run directory (its latest checkpoint) or a checkpoint directory")
     ev.add_argument("--split", default="test", choices=SPLITS, help="which split")
     ev.add_argument("--data", help="evaluate on other data than the run's (default: the run's)")
-    ev.add_argument("--batch", type=int, help="parallel streams (default: the run's)")
+    ev.add_argument(
+        "--batch",
+        type=int,
+        help="parallel streams (default: the run's); where the data is made of documents (code-exec programs), each "
+        "stream holds whole ones, so at most one stream per document",
+    )
     ev.add_argument("--segment", type=int, help="tokens per segment (default: the run's)")
     add_search_flags(ev)
     ev.add_argument("--outputs", help="translation: write the split's translations to this file, one per line")

@@ -4,6 +4,10 @@ The token stream (N,) is cut into B streams of L = N // B consecutive tokens (th
 segment i holds columns [i*T, (i+1)*T) of every stream, so segment i+1 continues segment i row by row and a
 model can carry its state (memory, cache) from one segment to the next. The last segment of a pass is
 shorter when T does not divide L.
+
+An evaluation of a task made of independent documents (code-exec programs) reads `SegmentStream.of_documents`
+instead: rows that begin at document starts and hold whole documents, so that no document is scored without its
+beginning, whatever B is.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Iterator
 
 import torch
 
+from fbt.data.targets import IGNORE_INDEX
 from fbt.errors import FbtError
 
 
@@ -33,6 +38,31 @@ class SegmentStream:
         self.targets = targets[: batch * length].reshape(batch, length)  # (B, L)
         self.position = 0  # index of the next segment within the current pass
         self.epoch = 0  # passes completed by next_segment
+
+    @classmethod
+    def of_documents(
+        cls, inputs: torch.Tensor, targets: torch.Tensor, starts: torch.Tensor, batch: int, segment: int, pad: int = 0
+    ) -> SegmentStream:
+        """B rows of whole documents, none dropped: `starts` (D,) are the ascending indices where the documents of
+        `inputs` (N,) begin, the first 0; row b holds documents [b*D // B, (b+1)*D // B). A row shorter than the
+        longest ends in `pad` inputs with unscored targets, after all of its documents, so they change no score."""
+        if inputs.dim() != 1 or inputs.shape != targets.shape:
+            raise FbtError("inputs and targets must be 1-D and of equal length")
+        documents = starts.numel()
+        if documents == 0 or int(starts[0]) != 0:
+            raise FbtError("the first document must start at index 0")
+        if not 1 <= batch <= documents:
+            raise FbtError(f"{documents} documents cannot fill {batch} rows; use a batch of at most {documents}")
+        bounds = [*starts.tolist(), inputs.numel()]
+        firsts = [row * documents // batch for row in range(batch + 1)]
+        spans = [(bounds[firsts[row]], bounds[firsts[row + 1]]) for row in range(batch)]  # [begin, end) per row
+        length = max(end - begin for begin, end in spans)
+        row_inputs = torch.full((batch, length), pad, dtype=inputs.dtype)  # (B, L)
+        row_targets = torch.full((batch, length), IGNORE_INDEX, dtype=targets.dtype)  # (B, L)
+        for row, (begin, end) in enumerate(spans):
+            row_inputs[row, : end - begin] = inputs[begin:end]
+            row_targets[row, : end - begin] = targets[begin:end]
+        return cls(row_inputs.reshape(-1), row_targets.reshape(-1), batch, segment)
 
     @property
     def tokens(self) -> int:

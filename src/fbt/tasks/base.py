@@ -147,12 +147,22 @@ class Task:
         splits: tuple[str, ...],
         batch: int | None = None,
         segment: int | None = None,
+        whole_documents: bool = False,
     ) -> list:
-        """A stream per split of `data`: segments (B, T) of `batch` parallel streams (default: the run's)."""
+        """A stream per split of `data`: segments (B, T) of `batch` parallel streams (default: the run's); with
+        `whole_documents`, rows of whole documents where the task has them (an evaluation's)."""
         if not data:
             raise FbtError(f"no data given for task {self.name}: pass --data")
         batch, segment = batch or config.batch, segment or config.segment
-        return [SegmentStream(*self.load_split(data, split, config), batch, segment) for split in splits]
+        streams = []
+        for split in splits:
+            inputs, targets = self.load_split(data, split, config)
+            starts = self.document_starts(inputs) if whole_documents else None
+            if starts is None:
+                streams.append(SegmentStream(inputs, targets, batch, segment))
+            else:
+                streams.append(SegmentStream.of_documents(inputs, targets, starts, min(batch, starts.numel()), segment))
+        return streams
 
     def batching(self, config: TrainConfig, train: SegmentStream) -> str:
         """The training header's line of what a step reads, given the train stream."""
@@ -189,10 +199,15 @@ class Task:
 
     # ---- a trained model ----
 
+    def document_starts(self, inputs: torch.Tensor) -> torch.Tensor | None:
+        """Indices (D,) where the independent documents of the stream `inputs` (N,) begin, the first 0; None for
+        running text. An evaluation's rows then start at documents, and a periodic validation's span several."""
+        return None
+
     def document_tokens(self, inputs: torch.Tensor) -> int:
-        """Mean length of the independent documents the stream `inputs` (N,) is made of, 0 where it has none
-        (running text): a periodic validation's rows span several, so that few are cut at a row's start."""
-        return 0
+        """Mean length of the stream's documents, 0 where it has none."""
+        starts = self.document_starts(inputs)
+        return 0 if starts is None else inputs.numel() // starts.numel()
 
     @classmethod
     def floors(cls, data: str, split: str) -> dict[str, float]:

@@ -40,9 +40,10 @@ class CodeExecTask(Task):
     def load_split(self, data: str, split: str, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
         return load_code_exec_split(data, split)
 
-    def document_tokens(self, inputs: torch.Tensor) -> int:
-        """Programs end with END."""
-        return inputs.numel() // max(1, int((inputs == TOKEN_TO_ID["END"]).sum()))
+    def document_starts(self, inputs: torch.Tensor) -> torch.Tensor:
+        """A program starts at 0 and after each END but the stream's last token."""
+        after_ends = (inputs == TOKEN_TO_ID["END"]).nonzero().flatten() + 1
+        return torch.cat([after_ends.new_zeros(1), after_ends[after_ends < inputs.numel()]])
 
     @classmethod
     def floors(cls, data: str, split: str) -> dict[str, float]:
