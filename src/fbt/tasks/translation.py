@@ -66,9 +66,10 @@ class TranslationTask(Task):
         splits: tuple[str, ...],
         batch: int | None = None,
         segment: int | None = None,
+        whole_documents: bool = False,
     ) -> list:
         """A TranslationStream of batches of at most --batch-tokens padded tokens per split (batch and segment
-        do not apply)."""
+        do not apply; every batch holds whole sentence pairs, so `whole_documents` changes nothing)."""
         corpus = run_corpus(config, data)
         streams = []
         for split in splits:
