@@ -189,6 +189,10 @@ def test_eval_reads_any_dataset_in_the_official_format(tmp_path, code_run, capsy
     assert main(["eval", str(run), "--data", str(tmp_path), "--split", "test", "--json"]) == 0
     result = last_json(capsys.readouterr().out)
     assert result["split"] == "test" and result["accuracy"] in (0.0, 0.5, 1.0)
+    assert main(["eval", str(run), "--data", str(tmp_path), "--split", "test", "--breakdown"]) == 0
+    shown = capsys.readouterr().out
+    assert "accuracy by statements since the printed variable last changed:" in shown
+    assert "      1" in shown and "2 examples" in shown  # both prints follow the change of their variable
 
 
 def test_corrupt_checkpoint_in_a_fresh_process_is_one_line_without_traceback(code_run):

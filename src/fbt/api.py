@@ -306,10 +306,13 @@ def evaluate_run(
     beam: int = 1,
     length_penalty: float = 1.0,
     outputs: str | None = None,
+    breakdown: bool = False,
 ) -> dict:
     """The run's task scores `split`: a full pass with state carried (loss, accuracy and, for text, bits per
     byte); translation adds BLEU and chrF of decoding with `beam` and `length_penalty`, and writes the decoded
-    split to `outputs` when given. An evaluation of the run's own data is recorded in the run (evaluations.json)."""
+    split to `outputs` when given; `breakdown` adds the task's accuracy by feature of the examples (code-exec:
+    by the age of the printed value, the variables in play, ...). An evaluation of the run's own data is
+    recorded in the run (evaluations.json)."""
     model, task, _, train_config = load_run(path, device)
     if outputs and not task.decodes:
         raise FbtError(f"outputs are decoded translations; a {task.name} run decodes none")
@@ -317,10 +320,12 @@ def evaluate_run(
     if not data:
         check_data_exists(train_config)
     data = data or train_config.data
+    settings = EvalSettings(batch, segment, beam, length_penalty, progress, outputs)
+    # First, so that a task without one says so before the pass.
+    by_feature = task.breakdown(model, train_config, data, split, settings) if breakdown else {}
     (stream,) = task.streams(train_config, data, (split,), batch, segment, whole_documents=True)
     metrics = evaluate(model, stream, task, next(model.parameters()).device, progress=progress)
-    settings = EvalSettings(batch, segment, beam, length_penalty, progress, outputs)
-    result = {**metrics, **task.decoded_scores(model, train_config, data, split, settings)}
+    result = {**metrics, **task.decoded_scores(model, train_config, data, split, settings), **by_feature}
     if own_data:  # `fbt runs` shows the test figure beside the run's validation
         record_evaluation(find_checkpoint(Path(path)), split, result)
     return result

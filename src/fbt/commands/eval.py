@@ -24,6 +24,12 @@ def add_parser(subparsers) -> None:
     ev.add_argument("--segment", type=int, help="tokens per segment (default: the run's)")
     add_search_flags(ev)
     ev.add_argument("--outputs", help="translation: write the split's translations to this file, one per line")
+    ev.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="code-exec: also the accuracy of the prints by how long ago the printed variable changed, how many "
+        "variables hold values, what changed it last and where the print sits",
+    )
     add_compute_flags(ev)
 
 
@@ -41,5 +47,18 @@ def run(args: argparse.Namespace) -> None:
         args.beam,
         args.length_penalty,
         args.outputs,
+        args.breakdown,
     )
+    table = None if args.json else result.pop("breakdown", None)
     print_result({"split": args.split, **result}, args.json)
+    if table:
+        print_breakdown(table)
+
+
+def print_breakdown(table: dict) -> None:
+    """A block per feature: each bucket's accuracy and how many examples fall in it."""
+    for feature in table.values():
+        print(f"\naccuracy by {feature['title']}:")
+        width = max(map(len, feature["buckets"]))
+        for bucket, cell in feature["buckets"].items():
+            print(f"  {bucket:>{width}}  {cell['accuracy']:7.2%}  {cell['examples']:>9,} examples")

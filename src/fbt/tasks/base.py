@@ -221,6 +221,11 @@ class Task:
         """What `fbt eval` reports beside the teacher-forced pass, from the model's own outputs (none here)."""
         return {}
 
+    def breakdown(self, model: nn.Module, config: TrainConfig, data: str, split: str, settings: EvalSettings) -> dict:
+        """`fbt eval --breakdown`: {"breakdown": {feature: {"title", "buckets": {bucket: {"accuracy", "examples"}}}}},
+        the evaluation's accuracy on a split grouped by what each example asks of the model (none here)."""
+        raise FbtError(f"a {self.name} run has no breakdown of its answers by feature (--breakdown)")
+
     def generate(self, model: nn.Module, prompt: str, sampling: SamplingSettings) -> str:
         """`fbt generate`: the prompt followed by its sampled continuation (an empty prompt samples
         unconditionally, starting after a newline)."""

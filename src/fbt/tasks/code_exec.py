@@ -65,6 +65,58 @@ class CodeExecTask(Task):
         floors = heuristic_accuracies(*load_code_exec_split(data, split))
         return {f"floor_{name}": value for name, value in floors.items()}
 
+    @torch.no_grad()
+    def breakdown(self, model: nn.Module, config: TrainConfig, data: str, split: str, settings: EvalSettings) -> dict:
+        """The accuracy of the split's prints by each feature of code_exec_features.py, read as `fbt eval` reads
+        them (rows of whole programs, state carried), so that its overall accuracy is the evaluation's."""
+        from fbt.data.code_exec_features import FEATURES, bucket_order, print_features
+        from fbt.progress import progress_display
+
+        (stream,) = self.streams(config, data, (split,), settings.batch, settings.segment, whole_documents=True)
+        device = next(model.parameters()).device
+        predicted, state = [], None
+        segments = progress_display(
+            stream.iterate_once(),
+            total=stream.segments_per_pass(),
+            desc="breakdown",
+            unit="seg",
+            leave=False,
+            shown=settings.progress,
+        )
+        for inputs, _ in segments:
+            logits, state = model(inputs.to(device), state)
+            predicted.append(logits.argmax(-1).cpu())
+        predictions = torch.cat(predicted, dim=1)  # (B, L), as stream.inputs
+        counts: dict[str, dict[str, list[int]]] = {feature: {} for feature in FEATURES}
+        total = 0
+        for row_inputs, row_targets, row_predictions in zip(stream.inputs, stream.targets, predictions):
+            tokens = [VOCAB[i] for i in row_inputs.tolist()]
+            begin = 0
+            for end in (row_inputs == TOKEN_TO_ID["END"]).nonzero().flatten().tolist():  # one program per END
+                for found in print_features(tokens[begin : end + 1]):
+                    answer = TOKEN_TO_ID[str(found.value)]
+                    if row_targets[begin + found.index] != answer:
+                        raise FbtError(f"{data} {split}: a program's labels disagree with running it")
+                    correct = int(row_predictions[begin + found.index] == answer)
+                    total += 1
+                    for feature, bucket in found.buckets().items():
+                        tally = counts[feature].setdefault(bucket, [0, 0])
+                        tally[0], tally[1] = tally[0] + correct, tally[1] + 1
+                begin = end + 1
+        if total == 0:
+            raise FbtError(f"{data} {split} has no prints to break down")
+        table = {
+            feature: {
+                "title": FEATURES[feature],
+                "buckets": {
+                    bucket: {"accuracy": tally[0] / tally[1], "examples": tally[1]}
+                    for bucket, tally in sorted(buckets.items(), key=lambda item: bucket_order(feature, item[0]))
+                },
+            }
+            for feature, buckets in counts.items()
+        }
+        return {"breakdown": table}
+
     def encode(self, prompt: str) -> list[int]:
         ids = []
         for token in prompt.split():
