@@ -4,6 +4,8 @@ same answers by feature."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -65,13 +67,13 @@ def test_a_breakdown_splits_the_evaluations_answers(code_exec_run, batch):
     """Every feature's buckets hold every scored answer once, and their accuracies add up to the evaluation's."""
     data, run = code_exec_run
     result = api.evaluate_run(run, "test", batch=batch, device="cpu", breakdown=True)
-    assert set(result["breakdown"]) == {"since_change", "variables", "changed_by", "statement"}
-    for feature in result["breakdown"].values():
-        cells = feature["buckets"].values()
+    features = {feature["feature"]: feature["buckets"] for feature in result["breakdown"]}
+    assert list(features) == ["since_change", "variables", "changed_by", "statement"]
+    for cells in features.values():
         assert sum(cell["examples"] for cell in cells) == result["scored_tokens"]
         correct = sum(cell["accuracy"] * cell["examples"] for cell in cells)
         assert correct / result["scored_tokens"] == pytest.approx(result["accuracy"], abs=1e-12)
-    assert list(result["breakdown"]["statement"]["buckets"]) == ["1-10", "11-20"]  # programs of 20 statements
+    assert [cell["bucket"] for cell in features["statement"]] == ["1-10", "11-20"]  # programs of 20 statements
 
 
 def test_a_breakdown_finds_labels_that_disagree_with_the_program(code_exec_run, tmp_path):
@@ -114,5 +116,19 @@ def test_a_breakdown_scores_each_answer_at_its_own_print(code_exec_run):
     task = CodeExecTask()
     (stream,) = task.streams(config, str(data), ("test",), 3, 16, whole_documents=True)
     table = task.breakdown(Oracle(stream.targets), config, str(data), "test", EvalSettings(batch=3, segment=16))
-    cells = [cell for feature in table["breakdown"].values() for cell in feature["buckets"].values()]
+    cells = [cell for feature in table["breakdown"] for cell in feature["buckets"]]
     assert cells and all(cell["accuracy"] == 1.0 for cell in cells)
+
+
+def test_a_recorded_breakdown_is_drawn_and_a_missing_one_is_one_error(code_exec_run, tmp_path):
+    pytest.importorskip("matplotlib")
+    from fbt.plots import plot_breakdowns
+
+    data, run = code_exec_run
+    with pytest.raises(FbtError, match="no breakdown of its valid split"):
+        plot_breakdowns([run], tmp_path / "none.png", "valid")
+    api.evaluate_run(run, "valid", device="cpu", breakdown=True)
+    recorded = json.loads((run / "evaluations.json").read_text())["valid"]["breakdown"]
+    assert [f["feature"] for f in recorded] == ["since_change", "variables", "changed_by", "statement"]  # in order
+    png = plot_breakdowns([run, run], tmp_path / "breakdown.png", "valid")
+    assert png.read_bytes().startswith(b"\x89PNG")

@@ -1,6 +1,7 @@
 """What a new user sees: versions, defaults in --help, presets, headers, run listings, plots, generation."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -197,6 +198,12 @@ def test_runs_show_and_plot_on_a_directory_of_runs(tmp_path, text_file, capsys):
     other = write_corpus(tmp_path / "other.txt")
     code, out, _ = run_cli(capsys, "eval", tmp_path / "runs" / "xl", "--data", other, "--split", "valid")
     assert "valid" not in json.loads((tmp_path / "runs" / "xl" / "evaluations.json").read_text())  # other data
+    code, out, _ = run_cli(
+        capsys, "eval", tmp_path / "runs" / "xl", "--data", os.path.relpath(text_file), "--split", "valid"
+    )
+    assert "valid" in json.loads(
+        (tmp_path / "runs" / "xl" / "evaluations.json").read_text()
+    )  # its own, named otherwise
     png = tmp_path / "curves.png"
     assert run_cli(capsys, "plot", tmp_path / "runs" / "fb", tmp_path / "runs" / "xl", "--out", png)[0] == 0
     assert png.read_bytes().startswith(PNG_SIGNATURE)

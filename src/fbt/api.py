@@ -316,7 +316,7 @@ def evaluate_run(
     model, task, _, train_config = load_run(path, device)
     if outputs and not task.decodes:
         raise FbtError(f"outputs are decoded translations; a {task.name} run decodes none")
-    own_data = not data or data == train_config.data
+    own_data = not data or Path(data).resolve() == Path(train_config.data).resolve()
     if not data:
         check_data_exists(train_config)
     data = data or train_config.data

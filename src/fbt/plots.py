@@ -1,4 +1,5 @@
-"""Figures people would rather look at than read: loss and accuracy against training tokens, from metrics.csv files.
+"""Figures people would rather look at than read: loss and accuracy against training tokens, from metrics.csv files,
+and the accuracy of each run's recorded evaluation by feature of its examples (`fbt eval --breakdown`).
 
 matplotlib is an optional dependency (`pip install fbt[plot]`); it is imported when a figure is drawn.
 """
@@ -10,6 +11,7 @@ import math
 from pathlib import Path
 
 from fbt.errors import FbtError
+from fbt.rundir import EVALUATIONS, read_json
 from fbt.runs import read_config, read_metrics
 from fbt.tasks import task_class_or_base
 
@@ -168,3 +170,53 @@ def stage_switches(rows: list[dict], x: str) -> list[float]:
 def _curve(rows: list[dict], x: str, column: str) -> tuple[list[float], list[float]]:
     points = [(row[x], row[column]) for row in rows if isinstance(row.get(x), (int, float)) and column in row]
     return [px for px, _ in points], [float(py) for _, py in points]
+
+
+def recorded_breakdown(run_dir: Path, split: str) -> dict:
+    """The run's last `fbt eval --breakdown` of `split` (evaluations.json)."""
+    recorded = read_json(run_dir / EVALUATIONS).get(split, {}) if (run_dir / EVALUATIONS).is_file() else {}
+    if "breakdown" not in recorded:
+        raise FbtError(
+            f"{run_dir} has no breakdown of its {split} split: run `fbt eval {run_dir} --split {split} --breakdown`"
+        )
+    return recorded
+
+
+def plot_breakdowns(run_dirs: list[str | Path], out: str | Path, split: str = "test") -> Path:
+    """A panel per feature of the breakdown: each run's accuracy per bucket (a line per run, the buckets'
+    example counts under them) and the split's floors, from the first run's evaluation."""
+    if not run_dirs:
+        raise FbtError("no runs to plot")
+    evaluations = {Path(run_dir): recorded_breakdown(Path(run_dir), split) for run_dir in run_dirs}
+    first = next(iter(evaluations.values()))
+    titles = {feature["feature"]: feature["title"] for feature in first["breakdown"]}
+    plt = pyplot()
+    columns = min(2, len(titles))
+    rows = -(-len(titles) // columns)
+    figure, panels = plt.subplots(rows, columns, figsize=(5.5 * columns, 3.8 * rows), dpi=120, squeeze=False)
+    floors = {name: value for name, value in first.items() if name.startswith("floor_")}
+    for axes, (feature, title) in zip(panels.flat, titles.items()):
+        cells = {  # run -> [{"bucket", "accuracy", "examples"}] of this feature
+            run_dir: next((f["buckets"] for f in evaluation["breakdown"] if f["feature"] == feature), [])
+            for run_dir, evaluation in evaluations.items()
+        }
+        examples: dict[str, int] = {}  # bucket -> examples, in the order the runs list them
+        for cell in (cell for run_cells in cells.values() for cell in run_cells):
+            examples.setdefault(cell["bucket"], cell["examples"])
+        names = list(examples)
+        for run_dir, run_cells in cells.items():
+            xs = [names.index(cell["bucket"]) for cell in run_cells]
+            label = f"{run_dir.name} ({evaluations[run_dir]['accuracy']:.1%})"
+            axes.plot(xs, [100 * cell["accuracy"] for cell in run_cells], marker="o", markersize=4, label=label)
+        for (name, value), style in zip(floors.items(), (":", "--", "-.")):
+            label = f"{name.removeprefix('floor_').replace('_', ' ')} ({value:.1%})"
+            axes.axhline(100 * value, color="gray", linestyle=style, linewidth=1, label=label)
+        axes.set_xticks(range(len(names)), [f"{b}\n{examples[b]:,}" for b in names], fontsize=7)
+        axes.set_xlabel(f"{title} (examples below)", fontsize=8)
+        axes.set_ylabel(f"answer accuracy ({split}, %)")
+        axes.set_ylim(0, 101)
+        axes.grid(alpha=0.3)
+    for axes in panels.flat[len(titles) :]:
+        axes.set_visible(False)
+    panels.flat[0].legend(fontsize=7)
+    return save_figure(plt, figure, out)

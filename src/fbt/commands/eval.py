@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> None:
 
 def print_breakdown(table: dict) -> None:
     """A block per feature: each bucket's accuracy and how many examples fall in it."""
-    for feature in table.values():
+    for feature in table:
         print(f"\naccuracy by {feature['title']}:")
-        width = max(map(len, feature["buckets"]))
-        for bucket, cell in feature["buckets"].items():
-            print(f"  {bucket:>{width}}  {cell['accuracy']:7.2%}  {cell['examples']:>9,} examples")
+        width = max(len(cell["bucket"]) for cell in feature["buckets"])
+        for cell in feature["buckets"]:
+            print(f"  {cell['bucket']:>{width}}  {cell['accuracy']:7.2%}  {cell['examples']:>9,} examples")

@@ -222,8 +222,9 @@ class Task:
         return {}
 
     def breakdown(self, model: nn.Module, config: TrainConfig, data: str, split: str, settings: EvalSettings) -> dict:
-        """`fbt eval --breakdown`: {"breakdown": {feature: {"title", "buckets": {bucket: {"accuracy", "examples"}}}}},
-        the evaluation's accuracy on a split grouped by what each example asks of the model (none here)."""
+        """`fbt eval --breakdown`: the evaluation's accuracy on a split grouped by what each example asks of the
+        model, as {"breakdown": [{"feature", "title", "buckets": [{"bucket", "accuracy", "examples"}]}]}
+        (none here)."""
         raise FbtError(f"a {self.name} run has no breakdown of its answers by feature (--breakdown)")
 
     def generate(self, model: nn.Module, prompt: str, sampling: SamplingSettings) -> str:

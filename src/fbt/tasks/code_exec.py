@@ -105,16 +105,17 @@ class CodeExecTask(Task):
                 begin = end + 1
         if total == 0:
             raise FbtError(f"{data} {split} has no prints to break down")
-        table = {
-            feature: {
+        table = [  # lists, which keep their order in JSON
+            {
+                "feature": feature,
                 "title": FEATURES[feature],
-                "buckets": {
-                    bucket: {"accuracy": tally[0] / tally[1], "examples": tally[1]}
+                "buckets": [
+                    {"bucket": bucket, "accuracy": tally[0] / tally[1], "examples": tally[1]}
                     for bucket, tally in sorted(buckets.items(), key=lambda item: bucket_order(feature, item[0]))
-                },
+                ],
             }
             for feature, buckets in counts.items()
-        }
+        ]
         return {"breakdown": table}
 
     def encode(self, prompt: str) -> list[int]:
