@@ -310,9 +310,8 @@ def evaluate_run(
 ) -> dict:
     """The run's task scores `split`: a full pass with state carried (loss, accuracy and, for text, bits per
     byte); translation adds BLEU and chrF of decoding with `beam` and `length_penalty`, and writes the decoded
-    split to `outputs` when given; `breakdown` adds the task's accuracy by feature of the examples (code-exec:
-    by the age of the printed value, the variables in play, ...). An evaluation of the run's own data is
-    recorded in the run (evaluations.json)."""
+    split to `outputs` when given; `breakdown` adds the task's accuracy by feature of the examples
+    (Task.breakdown). An evaluation of the run's own data is recorded in the run (evaluations.json)."""
     model, task, _, train_config = load_run(path, device)
     if outputs and not task.decodes:
         raise FbtError(f"outputs are decoded translations; a {task.name} run decodes none")
