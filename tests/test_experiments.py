@@ -121,6 +121,9 @@ def test_shipped_grids_expand(tmp_path):
     assert rl.command == "rl" and len(rl.cells) == 16
     assert rl.cells[1].name == "policy=lstm,lr=0.001" and len(rl.cells[1].sections) == 4  # the defaults, shared
     assert [r["value"] for r in load_grid("code-exec-depth-3var", tmp_path).references] == [0.991, 0.337]
+    five = load_grid("code-exec-5var-cpu", tmp_path)
+    assert len(five.cells) == 6 and five.cells[-1].name == "model=transformer-xl,layers=4,seed=2"
+    assert [r["value"] for r in five.references] == [0.926, 0.375]
 
 
 SECTIONS = """

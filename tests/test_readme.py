@@ -1,9 +1,12 @@
-"""The README's Python examples run as written (read from README.md, so the two cannot drift)."""
+"""The README's Python examples run as written and its tables name what ships (read from README.md, so the two
+cannot drift)."""
 
 import re
 from pathlib import Path
 
 import torch
+
+from fbt.presets import PRESETS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -68,3 +71,8 @@ def test_the_transformers_example_trains_saves_loads_and_samples_verbatim(tmp_pa
     assert {"model.safetensors", "config.json", "modeling_fbt.py"} <= {
         p.name for p in (tmp_path / "hf-feedback" / "final").iterdir()
     }
+
+
+def test_the_preset_table_lists_every_preset():
+    readme = README.read_text()
+    assert [name for name in PRESETS if f"| `{name}` |" not in readme] == []

@@ -70,9 +70,10 @@ def test_presets_show_steps_data_time_and_command(capsys):
         assert entry["command"].endswith(f"fbt train --preset {name} --out runs/{name}")
     assert "about" in run_cli(capsys, "presets")[1]
     # A curriculum preset writes every stage's dataset, then the task's, then trains.
-    steps = listing["code-exec-3var-feedback-cpu"]["command"].split(" && ")
-    stages = PRESETS["code-exec-3var-feedback-cpu"]["train"]["curriculum"].split(",")
-    assert [step.split("--out ")[-1] for step in steps[:-1]] == [*stages, "data/code-exec-3var"]
+    for name in ("code-exec-3var-feedback-cpu", "code-exec-5var-xl-cpu"):
+        steps = listing[name]["command"].split(" && ")
+        stages = PRESETS[name]["train"]["curriculum"].split(",")
+        assert [step.split("--out ")[-1] for step in steps[:-1]] == [*stages, PRESETS[name]["train"]["data"]]
 
 
 def test_a_shrunk_preset_scales_its_warmup_and_an_explicit_one_warns(tmp_path, capsys):
