@@ -163,13 +163,15 @@ def test_plain_progress_writes_a_line_per_tenth_and_transient_work_only_when_slo
     ]
 
 
-def test_the_summary_reports_a_mean_training_loss_and_whole_counts(tmp_path, text_file, capsys):
+def test_the_summary_reports_a_mean_training_loss_whole_counts_and_the_threads(tmp_path, text_file, capsys):
     model_config, train_config = tiny_configs(text_file, steps=5)
     result = api.train(model_config, train_config, tmp_path / "r", "cpu", progress=False)
     with open(tmp_path / "r" / "metrics.csv") as handle:
         losses = [float(line.split(",")[6]) for line in handle if line.startswith("train,")]
     assert result["train_loss"] == pytest.approx(sum(losses) / 5) and result["train_loss_steps"] == 5
-    assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "complete"
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["status"] == "complete"
+    assert summary["device"] == "cpu" and summary["threads"] == torch.get_num_threads()
     main(["eval", str(tmp_path / "r")])
     assert "scored_tokens:" in (out := capsys.readouterr().out) and ".0000" not in out.split("scored_tokens:")[1]
 

@@ -440,6 +440,10 @@ class Trainer:
             "steps": self.config.steps,
             "tokens": self.tokens,
             "elapsed_s": round(self.elapsed, 2),
+            # what the call ran on: the thread count changes the last digits of the losses and, through
+            # accuracy-gated curriculum stages, a run's whole path
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
             **metrics,
         }
         finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in summary.items()}
